@@ -1,0 +1,25 @@
+"""Data: the embedded music21 dataset and user feature bundles, both as :class:`FeatureSplit`s.
+
+``bundle`` defines the on-disk format (one ``.npz`` per split) with its validating loader and a
+synthetic generator; ``datasets`` turns splits into torch ``Dataset`` / ``DataLoader`` batches.
+"""
+from .bundle import (
+    SPLITS,
+    BundleError,
+    FeatureSplit,
+    load_bundle,
+    make_synthetic_bundle,
+    save_bundle,
+)
+from .datasets import TripletDataset, collate_triplets
+
+__all__ = [
+    "SPLITS",
+    "BundleError",
+    "FeatureSplit",
+    "load_bundle",
+    "save_bundle",
+    "make_synthetic_bundle",
+    "TripletDataset",
+    "collate_triplets",
+]

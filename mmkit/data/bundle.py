@@ -1,0 +1,308 @@
+"""User feature bundles: a documented on-disk format, a validating loader and a synthetic generator.
+
+Format (a directory; see ``docs/data_format.md``)::
+
+    bundle/
+      manifest.json          {"format": "mmkit-bundle", "version": 1, "name": ..., "modalities": [...],
+                              "quantized": {"audio": [-2.0, 2.0], ...}   # optional, per modality
+      train.npz  val.npz  test.npz
+
+Each ``<split>.npz`` holds, row-aligned with ``ids``:
+
+``ids``                 (N,) unicode strings, unique across all splits
+``<m>``                 features of modality ``m`` in {audio, image, text}: (N, D) video-level
+                        vectors or (N, T, D) frame-level sequences; float16/32/64, or uint8 when the
+                        manifest lists the modality under ``quantized`` (YT8M style, dequantised
+                        linearly to ``[lo, hi]``)
+``<m>_lengths``         (N,) int, valid frames per row (frame-level only; default: all T)
+``<m>_present``         (N,) bool, optional: rows whose modality is missing (their features ignored)
+``<m>_ids``             (N,) optional: must equal ``ids`` row by row (a check for misaligned exports)
+``captions``            (N,) unicode, optional: text shown by the widgets
+``media_<m>``           (N,) unicode, optional: raw-media paths relative to the bundle directory
+
+``np.load(..., allow_pickle=False)`` is used throughout: no code is executed from data.
+Every problem raises :class:`BundleError` naming the file, the field and the first bad row; the
+loader validates everything before returning, so nothing is half-loaded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["SPLITS", "MODALITIES", "BundleError", "FeatureSplit", "load_bundle", "save_bundle",
+           "make_synthetic_bundle"]
+
+SPLITS = ("train", "val", "test")
+MODALITIES = ("audio", "image", "text")
+FORMAT_NAME = "mmkit-bundle"
+FORMAT_VERSION = 1
+
+
+class BundleError(ValueError):
+    """A user bundle violates the format; the message names file, field and row."""
+
+
+@dataclass
+class FeatureSplit:
+    """One split of pre-extracted features, row-aligned with ``ids``.
+
+    Attributes
+    ----------
+    ids : np.ndarray, (N,) str
+    features : dict modality -> float32 array (N, D) or (N, T, D)
+    lengths : dict modality -> int64 array (N,), frame-level modalities only
+    present : dict modality -> bool array (N,)
+    captions : np.ndarray (N,) str or None
+    media : dict modality -> np.ndarray (N,) str of paths relative to ``root`` (may be empty)
+    root : Path or None, the bundle directory (for media paths)
+    """
+
+    ids: np.ndarray
+    features: dict[str, np.ndarray]
+    present: dict[str, np.ndarray]
+    lengths: dict[str, np.ndarray] = field(default_factory=dict)
+    captions: np.ndarray | None = None
+    media: dict[str, np.ndarray] = field(default_factory=dict)
+    root: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(m for m in MODALITIES if m in self.features)
+
+    def feature_dim(self, modality: str) -> int:
+        return int(self.features[modality].shape[-1])
+
+    def media_path(self, modality: str, row: int) -> Path | None:
+        """Absolute path of a raw-media file, refusing paths that escape the bundle root."""
+        if modality not in self.media or self.root is None:
+            return None
+        rel = str(self.media[modality][row])
+        if not rel:
+            return None
+        return _inside_root(self.root, rel, f"media_{modality}", row)
+
+
+def _inside_root(root: Path, rel: str, field_name: str, row: int) -> Path:
+    root = root.resolve()
+    path = (root / rel).resolve()
+    if os.path.isabs(rel) or (path != root and root not in path.parents):
+        raise BundleError(f"{field_name} row {row}: path {rel!r} escapes the bundle directory {root}")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# loading
+# ----------------------------------------------------------------------------------------------
+def _read_manifest(root: Path) -> dict:
+    path = root / "manifest.json"
+    if not path.is_file():
+        raise BundleError(f"{path}: missing manifest.json (expected keys: format, version, modalities)")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise BundleError(f"{path}: field 'format' must be {FORMAT_NAME!r}")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise BundleError(f"{path}: field 'version' must be {FORMAT_VERSION}, got {manifest.get('version')!r}")
+    mods = manifest.get("modalities")
+    if not isinstance(mods, list) or not mods or any(m not in MODALITIES for m in mods):
+        raise BundleError(f"{path}: field 'modalities' must be a non-empty list drawn from {MODALITIES}, got {mods!r}")
+    quant = manifest.get("quantized", {})
+    if not isinstance(quant, dict):
+        raise BundleError(f"{path}: field 'quantized' must map modality -> [lo, hi]")
+    for m, rng in quant.items():
+        if m not in mods or not (isinstance(rng, list) and len(rng) == 2 and rng[0] < rng[1]):
+            raise BundleError(f"{path}: field 'quantized' entry {m!r} must be [lo, hi] with lo < hi for a listed modality")
+    return manifest
+
+
+def _first_bad_row(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def _load_split(root: Path, split: str, manifest: dict) -> FeatureSplit:
+    path = root / f"{split}.npz"
+    if not path.is_file():
+        raise BundleError(f"{path}: missing split file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except ValueError as exc:
+        raise BundleError(f"{path}: cannot be read without pickle ({exc}); store strings as unicode arrays") from None
+    except Exception as exc:  # truncated / corrupt zip
+        raise BundleError(f"{path}: not a readable .npz ({type(exc).__name__}: {exc})") from None
+
+    def need(name: str) -> np.ndarray:
+        if name not in arrays:
+            raise BundleError(f"{path}: missing field {name!r}")
+        return arrays[name]
+
+    ids = need("ids")
+    if ids.ndim != 1 or ids.dtype.kind != "U":
+        raise BundleError(f"{path}: field 'ids' must be a 1-D unicode array, got dtype {ids.dtype} shape {ids.shape}")
+    n = len(ids)
+    if n == 0:
+        raise BundleError(f"{path}: split {split!r} is empty (field 'ids' has no rows)")
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        dup = str(uniq[counts > 1][0])
+        raise BundleError(f"{path}: field 'ids' row {_first_bad_row(ids == dup)}: duplicate id {dup!r}")
+    features, present, lengths, media = {}, {}, {}, {}
+    quant = manifest.get("quantized", {})
+    for m in manifest["modalities"]:
+        x = need(m)
+        if x.ndim not in (2, 3) or x.shape[0] != n:
+            raise BundleError(f"{path}: field {m!r} must have shape (N={n}, D) or (N={n}, T, D), got {x.shape}")
+        if m in quant:
+            if x.dtype != np.uint8:
+                raise BundleError(f"{path}: field {m!r} is listed as quantized and must be uint8, got {x.dtype}")
+            lo, hi = quant[m]
+            x = x.astype(np.float32) * np.float32((hi - lo) / 255.0) + np.float32(lo)
+        elif x.dtype.kind != "f":
+            raise BundleError(f"{path}: field {m!r} must be floating point (or uint8 listed under 'quantized'), "
+                              f"got dtype {x.dtype}")
+        x = x.astype(np.float32, copy=False)
+        mask = arrays.get(f"{m}_present", np.ones(n, dtype=bool))
+        if mask.shape != (n,) or mask.dtype != np.bool_:
+            raise BundleError(f"{path}: field '{m}_present' must be a bool array of shape ({n},), "
+                              f"got {mask.dtype} {mask.shape}")
+        finite = np.isfinite(x.reshape(n, -1)).all(axis=1)
+        if (mask & ~finite).any():
+            row = _first_bad_row(mask & ~finite)
+            raise BundleError(f"{path}: field {m!r} row {row} (id {str(ids[row])!r}) holds NaN or inf")
+        if f"{m}_ids" in arrays:
+            mids = arrays[f"{m}_ids"]
+            if mids.shape != ids.shape or (mids != ids).any():
+                row = _first_bad_row(mids != ids) if mids.shape == ids.shape else 0
+                raise BundleError(f"{path}: field '{m}_ids' row {row} does not match 'ids' "
+                                  f"({str(mids[row]) if mids.shape == ids.shape else mids.shape!r} vs {str(ids[row])!r})")
+        if x.ndim == 3:
+            ln = arrays.get(f"{m}_lengths", np.full(n, x.shape[1], dtype=np.int64))
+            if ln.shape != (n,) or ln.dtype.kind not in "iu" or (ln < 1).any() or (ln > x.shape[1]).any():
+                raise BundleError(f"{path}: field '{m}_lengths' must be ints in [1, {x.shape[1]}] of shape ({n},)")
+            lengths[m] = ln.astype(np.int64)
+        if f"media_{m}" in arrays:
+            media[m] = arrays[f"media_{m}"].astype(str)
+            for row, rel in enumerate(media[m]):
+                if rel:
+                    _inside_root(root, rel, f"{path}: field 'media_{m}'", row)
+        features[m], present[m] = x, mask
+    if not any(present[m].any() for m in present):
+        raise BundleError(f"{path}: no row has any modality present")
+    captions = arrays.get("captions")
+    if captions is not None and (captions.shape != (n,) or captions.dtype.kind != "U"):
+        raise BundleError(f"{path}: field 'captions' must be a unicode array of shape ({n},)")
+    return FeatureSplit(ids=ids, features=features, present=present, lengths=lengths, captions=captions,
+                        media=media, root=root)
+
+
+def load_bundle(path: str | os.PathLike, splits: tuple[str, ...] = SPLITS) -> dict[str, FeatureSplit]:
+    """Load and validate a bundle directory; returns ``{split: FeatureSplit}``.
+
+    Raises
+    ------
+    BundleError
+        Missing manifest, split or field; shape/dtype mismatch between splits or modalities;
+        NaN/inf in a present row; duplicate ids (within or across splits); misaligned
+        ``<m>_ids``; empty split; media paths escaping the bundle directory.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise BundleError(f"{root}: not a bundle directory")
+    manifest = _read_manifest(root)
+    out = {s: _load_split(root, s, manifest) for s in splits}
+    seen: dict[str, str] = {}
+    for s, part in out.items():
+        for m in part.modalities:
+            dims = {p.features[m].shape[2:] if p.features[m].ndim == 3 else p.features[m].shape[1:] for p in out.values()}
+            if len(dims) > 1:
+                raise BundleError(f"{root}: field {m!r} has different feature shapes across splits: {sorted(dims)}")
+        for row, i in enumerate(map(str, part.ids)):
+            if i in seen:
+                raise BundleError(f"{root / (s + '.npz')}: field 'ids' row {row}: id {i!r} also in split {seen[i]!r}")
+            seen[i] = s
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# saving and the synthetic generator
+# ----------------------------------------------------------------------------------------------
+def _atomic_write_bytes(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_bundle(path: str | os.PathLike, splits: dict[str, dict[str, np.ndarray]], name: str,
+                quantized: dict[str, list[float]] | None = None) -> Path:
+    """Write a bundle (each file atomically: temp file + rename). ``splits[s]`` maps field -> array."""
+    root = Path(path)
+    mods = sorted({m for arrays in splits.values() for m in arrays if m in MODALITIES}, key=MODALITIES.index)
+    for split, arrays in splits.items():
+        _atomic_write_bytes(root / f"{split}.npz", lambda fh, a=arrays: np.savez(fh, **a))
+    manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "name": name, "modalities": mods}
+    if quantized:
+        manifest["quantized"] = quantized
+    _atomic_write_bytes(root / "manifest.json", lambda fh: fh.write(json.dumps(manifest, indent=2).encode()))
+    return root
+
+
+def make_synthetic_bundle(path: str | os.PathLike, n_items: tuple[int, int, int] = (600, 150, 150),
+                          dims: dict[str, int] | None = None, latent_dim: int = 8, n_clusters: int = 12,
+                          noise: float = 0.5, missing_rate: float = 0.0, quantize_audio: bool = False,
+                          frames: int = 0, seed: int = 0) -> Path:
+    """Write a synthetic bundle with learnable cross-modal structure (for tests and docs).
+
+    Each item has a latent vector (a cluster centre plus item-specific variation); every
+    modality's features are a fixed random two-layer map of the latent plus Gaussian noise, so
+    matching items across modalities is possible but not trivial. ``frames > 0`` writes
+    frame-level audio (N, frames, D) with random valid lengths; ``quantize_audio`` stores audio as
+    YT8M-style uint8 in [-2, 2]; ``missing_rate`` drops modalities at random (never all three).
+    """
+    rng = np.random.default_rng(seed)
+    dims = dims or {"audio": 128, "image": 256, "text": 64}
+    centres = rng.normal(size=(n_clusters, latent_dim))
+    maps = {m: (rng.normal(size=(latent_dim, 64)) / np.sqrt(latent_dim), rng.normal(size=(64, d)) / 8.0)
+            for m, d in dims.items()}
+    splits, start = {}, 0
+    for split, n in zip(SPLITS, n_items):
+        latent = centres[rng.integers(n_clusters, size=n)] + 0.8 * rng.normal(size=(n, latent_dim))
+        arrays: dict[str, np.ndarray] = {"ids": np.array([f"syn{start + i:06d}" for i in range(n)])}
+        arrays["captions"] = np.array([f"synthetic item {start + i} of cluster-like group" for i in range(n)])
+        for m, (w1, w2) in maps.items():
+            x = np.tanh(latent @ w1) @ w2 + noise * rng.normal(size=(n, w2.shape[1]))
+            if m == "audio" and frames:
+                x = x[:, None, :] + 0.3 * rng.normal(size=(n, frames, x.shape[1]))
+                arrays["audio_lengths"] = rng.integers(max(1, frames // 2), frames + 1, size=n)
+            if m == "audio" and quantize_audio:
+                x = np.clip(np.round((x + 2.0) / 4.0 * 255.0), 0, 255).astype(np.uint8)
+            else:
+                x = x.astype(np.float32)
+            arrays[m] = x
+        if missing_rate:
+            drop = rng.random((n, len(dims))) < missing_rate
+            drop[drop.all(axis=1), 0] = False
+            for j, m in enumerate(dims):
+                arrays[f"{m}_present"] = ~drop[:, j]
+        splits[split] = arrays
+        start += n
+    return save_bundle(path, splits, name=f"synthetic-seed{seed}",
+                       quantized={"audio": [-2.0, 2.0]} if quantize_audio else None)

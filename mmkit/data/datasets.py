@@ -1,0 +1,68 @@
+"""Torch ``Dataset`` / ``DataLoader`` glue over :class:`~mmkit.data.bundle.FeatureSplit`.
+
+An item is a dict ``{"index": int, "<m>": Tensor (D,) or (T, D), "<m>_present": bool,
+"<m>_length": int (frame-level only)}``; :func:`collate_triplets` stacks a list of items into a
+batch ``{"index": (B,), "<m>": (B, D) or (B, T, D), "present": {m: (B,) bool}, "lengths": {m: (B,)}}``.
+Items may lack a modality: the mask says so, the features of such rows are zeros.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .bundle import FeatureSplit
+
+__all__ = ["TripletDataset", "collate_triplets"]
+
+
+class TripletDataset(Dataset):
+    """Rows of a :class:`FeatureSplit` as tensors (float32), missing modalities zero-filled."""
+
+    def __init__(self, split: FeatureSplit):
+        self.split = split
+        self.modalities = split.modalities
+        self._features = {}
+        for m in self.modalities:
+            x = split.features[m].copy()
+            x[~split.present[m]] = 0.0
+            self._features[m] = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        self._present = {m: torch.from_numpy(split.present[m].copy()) for m in self.modalities}
+        self._lengths = {m: torch.from_numpy(v.copy()) for m, v in split.lengths.items()}
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> dict:
+        item = {"index": index}
+        for m in self.modalities:
+            item[m] = self._features[m][index]
+            item[f"{m}_present"] = bool(self._present[m][index])
+            if m in self._lengths:
+                item[f"{m}_length"] = int(self._lengths[m][index])
+        return item
+
+    def batch(self, indices) -> dict:
+        """The batch for ``indices`` directly (no per-item round trip); same layout as the collate."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        out = {"index": idx, "present": {}, "lengths": {}}
+        for m in self.modalities:
+            out[m] = self._features[m][idx]
+            out["present"][m] = self._present[m][idx]
+            if m in self._lengths:
+                out["lengths"][m] = self._lengths[m][idx]
+        return out
+
+
+def collate_triplets(items: list[dict]) -> dict:
+    """Stack items of :class:`TripletDataset` into a batch dict (see the module docstring)."""
+    if not items:
+        raise ValueError("collate_triplets: empty list of items")
+    mods = [k for k in items[0] if k in ("audio", "image", "text")]
+    out = {"index": torch.tensor([it["index"] for it in items]), "present": {}, "lengths": {}}
+    for m in mods:
+        out[m] = torch.stack([it[m] for it in items])
+        out["present"][m] = torch.tensor([it[f"{m}_present"] for it in items])
+        if f"{m}_length" in items[0]:
+            out["lengths"][m] = torch.tensor([it[f"{m}_length"] for it in items])
+    return out
