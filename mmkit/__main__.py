@@ -1,27 +1,75 @@
 """Command-line entry point: ``python -m mmkit <command>``.
 
-Commands that later issues fill in (build-data, train, evaluate, reproduce) are listed so that
-``--help`` shows the intended interface; those not built yet say so and exit with status 2.
+``train`` works today; ``build-data``, ``evaluate`` and ``reproduce`` are listed so that
+``--help`` shows the intended interface, and say "not yet available" (exit status 2) until
+their issues land.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 
 _PENDING = {
     "build-data": "building the embedded music21 dataset",
-    "train": "training Proposed / Baseline / PCME / MPC",
     "evaluate": "evaluating runs on the nine retrieval tasks",
     "reproduce": "the full pipeline (dataset, training, evaluation, reports/)",
 }
 
 
+def _float_or_inf(text: str) -> float:
+    value = float(text)
+    if math.isnan(value):
+        raise argparse.ArgumentTypeError("lambda-s must not be NaN")
+    return value
+
+
+def _train(args) -> int:
+    from .data import resolve_data
+    from .train import TrainConfig, fit
+
+    values = json.loads(args.config.read()) if args.config else {}
+    for key in ("method", "epochs", "seed", "lambda_s", "contrastive", "dim", "batch_size", "threads"):
+        value = getattr(args, key)
+        if value is not None:
+            values[key] = value
+    config = TrainConfig.from_dict(values)
+    data = resolve_data(args.data, cache_dir=args.cache)
+    summary = fit(config, data, args.out, progress=not args.no_progress)
+    tasks = summary["val_tasks"]
+    print(f"best epoch {summary['best_epoch']}: val mean MRR {summary['val_score']:.4f}")
+    for name, m in tasks.items():
+        print(f"  {name:<8} R@1 {m['R@1']:6.2f}  R@10 {m['R@10']:6.2f}  MRR {m['MRR']:.4f}  MR {m['MR']:g}")
+    print(f"run directory: {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmkit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train one method with one seed into a run directory (resumable)")
+    t.add_argument("--method", choices=["proposed", "baseline", "pcme", "mpc", "ls_only"])
+    t.add_argument("--data", "--preset", dest="data", default="synthetic",
+                   help="bundle directory or preset (tiny, small, full, synthetic); default synthetic")
+    t.add_argument("--cache", default=None, help="dataset cache directory (default $MMKIT_CACHE or .cache/mmkit)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--lambda-s", dest="lambda_s", type=_float_or_inf, help="weight of L_S ('inf': L_S only)")
+    t.add_argument("--contrastive", choices=["infonce", "pcme"])
+    t.add_argument("--dim", type=int)
+    t.add_argument("--batch-size", dest="batch_size", type=int)
+    t.add_argument("--threads", type=int)
+    t.add_argument("--config", type=argparse.FileType("r"), help="JSON file of TrainConfig fields")
+    t.add_argument("--out", required=True, help="run directory; re-running the same command resumes")
+    t.add_argument("--no-progress", action="store_true")
     for name, what in _PENDING.items():
         sub.add_parser(name, help=f"{what} (not yet available)")
-    args, _ = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "train":
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return _train(args)
     print(f"mmkit {args.command}: not yet available — {_PENDING[args.command]} lands with a later issue.",
           file=sys.stderr)
     return 2

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .distributions import VonMisesFisher
 from .ssw import random_stiefel_projections, sliced_wasserstein_sphere
 
 __all__ = [
@@ -246,3 +247,136 @@ def product_of_gaussians(means: list[Tensor], log_vars: list[Tensor]) -> tuple[T
     total = torch.stack(precisions).sum(0)
     mean = torch.stack([p * m for p, m in zip(precisions, means)]).sum(0) / total
     return mean, -torch.log(total)
+
+
+# ----------------------------------------------------------------------------------------------
+# the full objective per method
+# ----------------------------------------------------------------------------------------------
+VMF_METHODS = ("proposed", "baseline", "ls_only")
+GAUSSIAN_METHODS = ("pcme", "mpc")
+
+
+class TrainingObjective(torch.nn.Module):
+    r"""``L = L_C + lambda_S L_S`` (vMF methods) or the PCME / MPC objectives (Gaussian methods).
+
+    Parameters
+    ----------
+    method : "proposed" | "baseline" | "ls_only" | "pcme" | "mpc"
+        ``baseline`` is ``proposed`` with ``lambda_s = 0`` (L_S is then not computed at all);
+        ``ls_only`` trains on L_S alone (the paper's lambda_S -> inf limit).
+    lambda_s : float
+        Weight of L_S for ``proposed``.
+    contrastive : "infonce" | "pcme"
+        Reading of L_C for the vMF methods (see the module docstring).
+    n_samples : int
+        L, samples per vMF (used by L_S and by the sampled InfoNCE).
+    n_projections : int
+        T, great circles per step for L_S.
+    match_samples : int
+        J, samples per embedding for the PCME match probability (PCME uses 7).
+    vib_weight : float
+        Weight of the KL-to-N(0, I) regulariser of the Gaussian methods (PCME's VIB term).
+    debiased_ssw : bool
+        Use the debiased L_S (:func:`ssw_loss`).
+
+    Learnable scalars: the InfoNCE inverse temperature (init 10) and PCME's ``a > 0`` (init 10)
+    and ``b`` (init 5).
+    """
+
+    def __init__(self, method: str = "proposed", lambda_s: float = 1.0, contrastive: str = "infonce",
+                 n_samples: int = 16, n_projections: int = 50, match_samples: int = 7, vib_weight: float = 1e-4,
+                 debiased_ssw: bool = False):
+        super().__init__()
+        if method not in VMF_METHODS + GAUSSIAN_METHODS:
+            raise ValueError(f"method must be one of {VMF_METHODS + GAUSSIAN_METHODS}, got {method!r}")
+        if contrastive not in ("infonce", "pcme"):
+            raise ValueError(f"contrastive must be 'infonce' or 'pcme', got {contrastive!r}")
+        self.method, self.contrastive = method, contrastive
+        self.lambda_s = 0.0 if method == "baseline" else float(lambda_s)
+        self.n_samples, self.n_projections = int(n_samples), int(n_projections)
+        self.match_samples, self.vib_weight, self.debiased_ssw = int(match_samples), float(vib_weight), debiased_ssw
+        self.log_inverse_temperature = torch.nn.Parameter(torch.tensor(math.log(10.0)))
+        self.match_scale_raw = torch.nn.Parameter(torch.tensor(math.log(math.expm1(10.0))))
+        self.match_shift = torch.nn.Parameter(torch.tensor(5.0))
+
+    @property
+    def family(self) -> str:
+        return "vmf" if self.method in VMF_METHODS else "gaussian"
+
+    def _contrastive(self, x: Tensor, y: Tensor, kind: str) -> Tensor:
+        if kind == "infonce":
+            return sampled_infonce_loss(x, y, self.log_inverse_temperature.exp())
+        j = self.match_samples
+        return soft_contrastive_loss(x[:, :j], y[:, :j], F.softplus(self.match_scale_raw), self.match_shift)
+
+    def _pairwise_contrastive(self, samples: Mapping[str, Tensor], present: Mapping[str, Tensor], kind: str) -> dict:
+        batch = next(iter(samples.values())).shape[0]
+        terms = {}
+        for a, b in MODALITY_PAIRS:
+            if a in samples and b in samples:
+                idx = _pair_indices(present, a, b, batch, samples[a].device)
+                if idx.numel():
+                    terms[(a, b)] = self._contrastive(samples[a][idx], samples[b][idx], kind)
+        return terms
+
+    def forward(self, outputs: Mapping[str, tuple[Tensor, Tensor]], present: Mapping[str, Tensor],
+                generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Loss terms for one batch.
+
+        Parameters
+        ----------
+        outputs : modality -> (loc (B, d), kappa (B,)) for vMF methods, or (mean (B, d), log_var (B, d))
+        present : modality -> bool (B,)
+        generator : torch.Generator for the SSW projections
+
+        Returns
+        -------
+        dict with ``loss`` (the total) and its parts ``L_C``, ``L_S``, ``VIB`` (those that apply).
+        """
+        if self.family == "vmf":
+            return self._vmf_terms(outputs, present, generator)
+        return self._gaussian_terms(outputs, present)
+
+    def _vmf_terms(self, outputs, present, generator) -> dict[str, Tensor]:
+        samples = {m: VonMisesFisher(loc, kappa, validate_args=False).rsample((self.n_samples,)).transpose(0, 1)
+                   for m, (loc, kappa) in outputs.items()}
+        terms: dict[str, Tensor] = {}
+        if self.method != "ls_only":
+            terms["L_C"] = pairwise_mean(self._pairwise_contrastive(samples, present, self.contrastive))
+        if self.method == "ls_only" or self.lambda_s > 0:
+            terms["L_S"] = ssw_loss(samples, self.n_projections, present=present, debiased=self.debiased_ssw,
+                                    generator=generator)
+        if self.method == "ls_only":
+            terms["loss"] = terms["L_S"]
+        else:
+            terms["loss"] = terms["L_C"] + self.lambda_s * terms["L_S"] if "L_S" in terms else terms["L_C"]
+        return terms
+
+    def _gaussian_terms(self, outputs, present) -> dict[str, Tensor]:
+        j = self.match_samples
+
+        def draw(mean, log_var):
+            eps = torch.randn(mean.shape[0], j, mean.shape[1], dtype=mean.dtype, device=mean.device)
+            return mean.unsqueeze(1) + (0.5 * log_var).exp().unsqueeze(1) * eps
+
+        samples = {m: draw(*p) for m, p in outputs.items()}
+        pair_terms = self._pairwise_contrastive(samples, present, "pcme")
+        if self.method == "mpc":  # composed queries: product of the two other modalities' Gaussians
+            batch = next(iter(outputs.values()))[0].shape[0]
+            for target in outputs:
+                query = [m for m in outputs if m != target]
+                if len(query) < 2:
+                    continue
+                keep = present[target].to(torch.bool).clone()
+                for m in query:
+                    keep &= present[m].to(torch.bool)
+                idx = keep.nonzero().squeeze(-1)
+                if idx.numel() == 0 or keep.shape != (batch,):
+                    continue
+                mean, log_var = product_of_gaussians([outputs[m][0][idx] for m in query],
+                                                     [outputs[m][1][idx] for m in query])
+                pair_terms[(tuple(query), target)] = self._contrastive(draw(mean, log_var), samples[target][idx], "pcme")
+        vib = torch.stack([gaussian_kl_to_standard(*p)[present[m].to(torch.bool)].mean()
+                           for m, p in outputs.items() if present[m].any()]).mean()
+        l_c = pairwise_mean(pair_terms)
+        return {"L_C": l_c, "VIB": vib, "loss": l_c + self.vib_weight * vib}

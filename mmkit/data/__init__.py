@@ -12,6 +12,7 @@ from .bundle import (
     save_bundle,
 )
 from .datasets import TripletDataset, collate_triplets
+from .resolve import PRESETS, default_cache_dir, resolve_data
 
 __all__ = [
     "SPLITS",
@@ -22,4 +23,7 @@ __all__ = [
     "make_synthetic_bundle",
     "TripletDataset",
     "collate_triplets",
+    "PRESETS",
+    "default_cache_dir",
+    "resolve_data",
 ]

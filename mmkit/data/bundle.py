@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..io import atomic_write, atomic_write_json
 
 __all__ = ["SPLITS", "MODALITIES", "BundleError", "FeatureSplit", "load_bundle", "save_bundle",
            "make_synthetic_bundle"]
@@ -236,32 +237,17 @@ def load_bundle(path: str | os.PathLike, splits: tuple[str, ...] = SPLITS) -> di
 # ----------------------------------------------------------------------------------------------
 # saving and the synthetic generator
 # ----------------------------------------------------------------------------------------------
-def _atomic_write_bytes(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_bundle(path: str | os.PathLike, splits: dict[str, dict[str, np.ndarray]], name: str,
                 quantized: dict[str, list[float]] | None = None) -> Path:
     """Write a bundle (each file atomically: temp file + rename). ``splits[s]`` maps field -> array."""
     root = Path(path)
     mods = sorted({m for arrays in splits.values() for m in arrays if m in MODALITIES}, key=MODALITIES.index)
     for split, arrays in splits.items():
-        _atomic_write_bytes(root / f"{split}.npz", lambda fh, a=arrays: np.savez(fh, **a))
+        atomic_write(root / f"{split}.npz", lambda fh, a=arrays: np.savez(fh, **a))
     manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "name": name, "modalities": mods}
     if quantized:
         manifest["quantized"] = quantized
-    _atomic_write_bytes(root / "manifest.json", lambda fh: fh.write(json.dumps(manifest, indent=2).encode()))
+    atomic_write_json(root / "manifest.json", manifest)
     return root
 
 

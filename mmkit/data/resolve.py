@@ -1,0 +1,39 @@
+"""Turn a data specification (a preset name or a bundle directory) into loaded splits."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .bundle import FeatureSplit, load_bundle, make_synthetic_bundle
+
+__all__ = ["PRESETS", "default_cache_dir", "resolve_data"]
+
+#: Embedded-dataset presets built from the music21 corpus, plus the synthetic demo bundle.
+PRESETS = ("tiny", "small", "full", "synthetic")
+
+
+def default_cache_dir() -> Path:
+    """``$MMKIT_CACHE`` or ``./.cache/mmkit`` (git-ignored)."""
+    return Path(os.environ.get("MMKIT_CACHE", Path.cwd() / ".cache" / "mmkit"))
+
+
+def resolve_data(spec: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> dict[str, FeatureSplit]:
+    """Load the splits named by ``spec``.
+
+    ``spec`` is a bundle directory (see :mod:`mmkit.data.bundle`), ``"synthetic"`` (a generated
+    demo bundle, cached), or an embedded-dataset preset (``tiny``, ``small``, ``full``).
+    """
+    path = Path(spec)
+    if path.is_dir():
+        return load_bundle(path)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if str(spec) == "synthetic":
+        root = cache / "bundles" / "synthetic-seed0"
+        if not (root / "manifest.json").exists():
+            make_synthetic_bundle(root, seed=0)
+        return load_bundle(root)
+    if str(spec) in ("tiny", "small", "full"):
+        raise NotImplementedError(
+            f"the embedded music21 preset {spec!r} is not built yet (dataset issue); "
+            "pass a bundle directory or 'synthetic'")
+    raise ValueError(f"data {str(spec)!r} is neither a bundle directory nor one of the presets {PRESETS}")

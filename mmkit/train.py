@@ -1,0 +1,438 @@
+"""Training: a validated config, ``fit()``, run directories, atomic checkpoints and exact resume.
+
+Run directory (the unit every later step reads)::
+
+    run/
+      config.json        the TrainConfig (resuming with a different config is refused)
+      manifest.json      git commit, package versions, seed, data hash, start/end time, status
+      log.csv            one row per epoch: loss terms, validation metrics, kappa, seconds
+      checkpoint.json    pointer {file, sha256, epoch} to the last good checkpoint (atomic)
+      ckpt-epochNNNN.pt  full training state (the last two are kept)
+      best.pt            model weights of the epoch with the best validation score
+      metrics.json       validation metrics of the best epoch
+
+Determinism: every epoch reseeds torch from ``(seed, epoch)`` and draws its batch order from a
+generator with the same key, so a run interrupted at any point and resumed with the same command
+produces bit-identical results to an uninterrupted one (on the same machine and thread count).
+Checkpoints are written atomically with a SHA-256 recorded in ``checkpoint.json`` and loaded with
+``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .data.bundle import FeatureSplit
+from .data.datasets import TripletDataset
+from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_bytes
+from .losses import GAUSSIAN_METHODS, VMF_METHODS, TrainingObjective
+from .models import MultimodalEncoder
+from .retrieval import evaluate_tasks
+
+__all__ = ["TrainConfig", "ConfigError", "CheckpointError", "NonFiniteLossError", "fit", "load_run_model",
+           "encode_split", "data_fingerprint"]
+
+METHODS = VMF_METHODS + GAUSSIAN_METHODS
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, truncated, corrupt, or belongs to another configuration."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN/inf; the message names the epoch, step and item indices of the batch."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training setting, validated on construction and stored with the run.
+
+    Defaults and how they were chosen are documented in ``docs/hyperparameters.md``.
+    """
+
+    method: str = "proposed"
+    lambda_s: float = 1.0
+    contrastive: str = "infonce"
+    dim: int = 32
+    n_samples: int = 16
+    n_projections: int = 50
+    match_samples: int = 7
+    vib_weight: float = 1e-4
+    debiased_ssw: bool = False
+    hidden: int = 256
+    layers: int = 2
+    dropout: float = 0.1
+    kappa_floor: float = 1.0
+    batch_size: int = 128
+    epochs: int = 20
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    threads: int = 1
+    device: str = "auto"
+    keep_checkpoints: int = 2
+
+    def __post_init__(self):
+        def fail(name, expected):
+            raise ConfigError(f"TrainConfig.{name}: expected {expected}, got {getattr(self, name)!r}")
+
+        if self.method not in METHODS:
+            fail("method", f"one of {METHODS}")
+        if self.contrastive not in ("infonce", "pcme"):
+            fail("contrastive", "'infonce' or 'pcme'")
+        if not (isinstance(self.lambda_s, (int, float)) and self.lambda_s >= 0 and not math.isnan(self.lambda_s)):
+            fail("lambda_s", "a number >= 0 (inf means L_S only)")
+        for name, low in (("dim", 2), ("n_samples", 1), ("n_projections", 1), ("match_samples", 1), ("hidden", 1),
+                          ("layers", 0), ("batch_size", 2), ("epochs", 1), ("threads", 1), ("keep_checkpoints", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                fail(name, f"an int >= {low}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            fail("seed", "an int >= 0")
+        for name in ("vib_weight", "weight_decay"):
+            if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) >= 0):
+                fail(name, "a number >= 0")
+        for name in ("lr", "kappa_floor"):
+            if not (isinstance(getattr(self, name), (int, float)) and 0 < getattr(self, name) < math.inf):
+                fail(name, "a finite number > 0")
+        if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
+            fail("dropout", "a number in [0, 1)")
+        if not isinstance(self.debiased_ssw, bool):
+            fail("debiased_ssw", "a bool")
+        if self.debiased_ssw and self.n_samples % 2:
+            fail("n_samples", "an even number when debiased_ssw is set")
+        if self.device not in ("auto", "cpu", "cuda"):
+            fail("device", "'auto', 'cpu' or 'cuda'")
+        if self.method == "ls_only" and self.lambda_s != math.inf:
+            object.__setattr__(self, "lambda_s", math.inf)
+        if self.method == "proposed" and self.lambda_s == math.inf:
+            object.__setattr__(self, "method", "ls_only")
+        if self.method == "baseline" and self.lambda_s != 0:
+            object.__setattr__(self, "lambda_s", 0.0)
+
+    @classmethod
+    def from_dict(cls, values: Mapping) -> "TrainConfig":
+        """Build from a mapping, refusing unknown keys (with the list of valid ones)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig key(s) {unknown}; valid keys: {sorted(names)}")
+        return cls(**dict(values))
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        if d["lambda_s"] == math.inf:
+            d["lambda_s"] = "inf"
+        return d
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        d = json.loads(text)
+        if d.get("lambda_s") == "inf":
+            d["lambda_s"] = math.inf
+        return cls.from_dict(d)
+
+    @property
+    def family(self) -> str:
+        return "vmf" if self.method in VMF_METHODS else "gaussian"
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+def data_fingerprint(splits: Mapping[str, FeatureSplit]) -> str:
+    """SHA-256 over ids, features and masks of every split (identifies the data of a run)."""
+    parts = []
+    for name in sorted(splits):
+        s = splits[name]
+        parts.append(name.encode())
+        parts.append("\n".join(map(str, s.ids)).encode())
+        for m in s.modalities:
+            parts += [m.encode(), np.ascontiguousarray(s.features[m]).tobytes(), s.present[m].tobytes()]
+    return sha256_bytes(b"\0".join(parts))
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "numpy", "mmkit"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7_919 + 17) % (2**63)
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("TrainConfig.device: 'cuda' requested but CUDA is not available")
+    return torch.device(name)
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, dict):
+            out[k] = {kk: vv.to(device) for kk, vv in v.items()}
+        elif isinstance(v, torch.Tensor):
+            out[k] = v.to(device)
+        else:
+            out[k] = v
+    return out
+
+
+def build_model(config: TrainConfig, in_dims: Mapping[str, int]) -> tuple[MultimodalEncoder, TrainingObjective]:
+    """The encoder and objective for ``config`` (parameters initialised from the global RNG)."""
+    model = MultimodalEncoder(in_dims, config.dim, family=config.family, hidden=config.hidden,
+                              layers=config.layers, dropout=config.dropout, kappa_floor=config.kappa_floor)
+    objective = TrainingObjective(config.method, config.lambda_s, config.contrastive, config.n_samples,
+                                  config.n_projections, config.match_samples, config.vib_weight, config.debiased_ssw)
+    return model, objective
+
+
+@torch.no_grad()
+def encode_split(model: MultimodalEncoder, split: FeatureSplit, batch_size: int = 512,
+                 device: torch.device | str = "cpu") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Encode every row of ``split``: modality -> (loc (N, d), kappa-or-log_var) on CPU.
+
+    For Gaussian models the second entry is the mean precision ``exp(-log_var).mean(-1)`` (N,),
+    so that fusion and metrics can treat both families alike (a documented approximation).
+    """
+    model.eval()
+    ds = TripletDataset(split)
+    chunks: dict[str, list] = {m: [] for m in ds.modalities}
+    for start in range(0, len(ds), batch_size):
+        batch = _to_device(ds.batch(range(start, min(start + batch_size, len(ds)))), torch.device(device))
+        for m, (a, b) in model(batch).items():
+            if model.family == "gaussian":
+                b = torch.exp(-b).mean(-1)
+            chunks[m].append((a.cpu(), b.cpu()))
+    return {m: (torch.cat([c[0] for c in v]), torch.cat([c[1] for c in v])) for m, v in chunks.items() if v}
+
+
+def _validation(model, split, device) -> tuple[float, dict, dict]:
+    """Selection score (mean MRR over the available tasks, mu-cosine ranking), tasks, encodings."""
+    params = encode_split(model, split, device=device)
+    present = {m: torch.from_numpy(split.present[m].copy()) for m in params}
+    tasks = evaluate_tasks(params, present)
+    score = float(np.mean([t["MRR"] for t in tasks.values()])) if tasks else float("nan")
+    return score, tasks, params
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints
+# ----------------------------------------------------------------------------------------------
+def _save_checkpoint(run: Path, state: dict, keep: int) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    name = f"ckpt-epoch{state['epoch']:04d}.pt"
+    atomic_write_bytes(run / name, data)
+    atomic_write_json(run / "checkpoint.json", {"file": name, "sha256": sha256_bytes(data), "epoch": state["epoch"]})
+    for old in sorted(run.glob("ckpt-epoch*.pt"))[:-keep]:
+        old.unlink()
+
+
+def _load_checkpoint(run: Path) -> dict | None:
+    pointer = run / "checkpoint.json"
+    if not pointer.exists():
+        return None
+    try:
+        meta = json.loads(pointer.read_text())
+        path = run / meta["file"]
+        expected = meta["sha256"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{pointer}: unreadable checkpoint pointer ({exc}); "
+                              "delete the run directory to start over") from None
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint named in {pointer.name} is missing")
+    data = path.read_bytes()
+    if sha256_bytes(data) != expected:
+        raise CheckpointError(f"{path}: checksum mismatch (truncated or corrupt checkpoint); "
+                              "delete it and checkpoint.json to restart from scratch")
+    try:
+        return torch.load(io.BytesIO(data), weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a corrupt checkpoint
+        raise CheckpointError(f"{path}: cannot be loaded with weights_only=True ({exc})") from None
+
+
+def load_run_model(run: str | Path, which: str = "best") -> tuple[TrainConfig, MultimodalEncoder]:
+    """Load a trained encoder from a run directory (``which`` = "best" or "last")."""
+    run = Path(run)
+    config = TrainConfig.from_json((run / "config.json").read_text())
+    manifest = json.loads((run / "manifest.json").read_text())
+    model, _ = build_model(config, manifest["in_dims"])
+    if which == "best":
+        path = run / "best.pt"
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing (has the run finished an epoch?)")
+        try:
+            state = torch.load(path, weights_only=True)
+        except Exception as exc:  # noqa: BLE001
+            raise CheckpointError(f"{path}: cannot be loaded with weights_only=True ({exc})") from None
+        model.load_state_dict(state["model"])
+    else:
+        state = _load_checkpoint(run)
+        if state is None:
+            raise CheckpointError(f"{run}: no checkpoint yet")
+        model.load_state_dict(state["model"])
+    model.eval()
+    return config, model
+
+
+# ----------------------------------------------------------------------------------------------
+# fit
+# ----------------------------------------------------------------------------------------------
+LOG_FIELDS = ["epoch", "loss", "L_C", "L_S", "VIB", "val_score", "val_R@1_mean", "kappa_audio", "kappa_image",
+              "kappa_text", "seconds"]
+
+
+def fit(config: TrainConfig, data: Mapping[str, FeatureSplit], out: str | Path, progress: bool = True,
+        stop_after_steps: int | None = None) -> dict:
+    """Train ``config`` on ``data["train"]``, select on ``data["val"]``, write the run directory ``out``.
+
+    Re-running with the same ``out`` resumes from the last checkpoint (the config must match).
+    ``stop_after_steps`` stops the process-level loop early (for interruption tests); the run
+    stays resumable. Returns the summary written to ``metrics.json``.
+    """
+    if "train" not in data or "val" not in data:
+        raise ValueError(f"data must hold 'train' and 'val' splits, got {sorted(data)}")
+    run = Path(out)
+    run.mkdir(parents=True, exist_ok=True)
+    cfg_path = run / "config.json"
+    if cfg_path.exists():
+        previous = TrainConfig.from_json(cfg_path.read_text())
+        if previous != config:
+            diff = {k: (v, getattr(config, k)) for k, v in previous.to_dict().items() if config.to_dict()[k] != v}
+            raise CheckpointError(f"{run}: holds a run with another config {diff}; use a new --out directory")
+    else:
+        atomic_write_json(cfg_path, config.to_dict())
+    torch.set_num_threads(config.threads)
+    device = _resolve_device(config.device)
+    train_split, val_split = data["train"], data["val"]
+    in_dims = {m: train_split.feature_dim(m) for m in train_split.modalities}
+    torch.manual_seed(config.seed)
+    model, objective = build_model(config, in_dims)
+    model.to(device), objective.to(device)
+    params = list(model.parameters()) + list(objective.parameters())
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+    state = _load_checkpoint(run)
+    history: list[dict] = []
+    start_epoch, best_score, best_epoch = 0, -math.inf, -1
+    if state is not None:
+        model.load_state_dict(state["model"])
+        objective.load_state_dict(state["objective"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
+        history = list(state["history"])
+    manifest_path = run / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {
+        "git_commit": _git_commit(), "versions": _versions(), "seed": config.seed,
+        "data_sha256": data_fingerprint(data), "in_dims": in_dims, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "threads": config.threads, "device": str(device), "resumes": 0}
+    if state is not None:
+        manifest["resumes"] = manifest.get("resumes", 0) + 1
+        if manifest.get("data_sha256") != data_fingerprint(data):
+            raise CheckpointError(f"{run}: the data differ from those the run started with")
+    manifest["status"] = "running"
+    atomic_write_json(manifest_path, manifest)
+
+    dataset = TripletDataset(train_split)
+    n = len(dataset)
+    steps_per_epoch = max(1, n // config.batch_size)  # drop the last incomplete batch
+    bar = tqdm(total=config.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, disable=not progress,
+               desc=f"{config.method} seed {config.seed}", unit="step", dynamic_ncols=True)
+    steps_done = 0
+    for epoch in range(start_epoch, config.epochs):
+        t0 = time.perf_counter()
+        epoch_seed = _epoch_seed(config.seed, epoch)
+        torch.manual_seed(epoch_seed)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed))
+        proj_gen = torch.Generator(device=device).manual_seed(epoch_seed + 1)
+        model.train()
+        sums: dict[str, float] = {}
+        for step in range(steps_per_epoch):
+            idx = order[step * config.batch_size:(step + 1) * config.batch_size]
+            batch = _to_device(dataset.batch(idx), device)
+            terms = objective(model(batch), batch["present"], generator=proj_gen)
+            if not torch.isfinite(terms["loss"]):
+                raise NonFiniteLossError(
+                    f"non-finite loss at epoch {epoch}, step {step}: "
+                    f"{ {k: float(v.detach()) for k, v in terms.items()} }; batch item indices {idx.tolist()}")
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            optimizer.step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            bar.update(1)
+            bar.set_postfix({k: f"{v / (step + 1):.4f}" for k, v in sums.items()}, refresh=False)
+            steps_done += 1
+            if stop_after_steps is not None and steps_done >= stop_after_steps:
+                bar.close()
+                return {"interrupted": True, "epoch": epoch, "step": step}
+        score, tasks, enc = _validation(model, val_split, device)
+        row = {"epoch": epoch,
+               **{k: sums[k] / steps_per_epoch if k in sums else None for k in ("loss", "L_C", "L_S", "VIB")},
+               "val_score": score, "val_R@1_mean": float(np.mean([t["R@1"] for t in tasks.values()])) if tasks else None,
+               **{f"kappa_{m}": float(enc[m][1].mean()) if m in enc else None for m in ("audio", "image", "text")},
+               "seconds": time.perf_counter() - t0}
+        history.append(row)
+        if score > best_score:
+            best_score, best_epoch = score, epoch
+            buf = io.BytesIO()
+            torch.save({"model": model.state_dict(), "epoch": epoch}, buf)
+            atomic_write_bytes(run / "best.pt", buf.getvalue())
+            atomic_write_json(run / "metrics.json", {"best_epoch": epoch, "val_score": score, "val_tasks": tasks})
+        _save_checkpoint(run, {"model": model.state_dict(), "objective": objective.state_dict(),
+                               "optimizer": optimizer.state_dict(), "epoch": epoch, "best_score": best_score,
+                               "best_epoch": best_epoch, "history": history}, config.keep_checkpoints)
+        _write_log(run / "log.csv", history)
+    bar.close()
+    manifest.update(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    atomic_write_json(manifest_path, manifest)
+    summary = json.loads((run / "metrics.json").read_text())
+    summary["history"] = history
+    return summary
+
+
+def _write_log(path: Path, history: list[dict]) -> None:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=LOG_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(path, out.getvalue())

@@ -1,0 +1,119 @@
+"""Trainer: config validation, learning on synthetic data, exact resume, checkpoint integrity,
+the non-finite guard, and the CLI."""
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mmkit.data import load_bundle, make_synthetic_bundle
+from mmkit.losses import TrainingObjective
+from mmkit.train import CheckpointError, ConfigError, NonFiniteLossError, TrainConfig, fit, load_run_model
+
+FAST = dict(epochs=3, batch_size=64, hidden=64, dim=16, n_samples=8, n_projections=20)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = make_synthetic_bundle(tmp_path_factory.mktemp("bundle") / "b", n_items=(384, 96, 96),
+                                 dims={"audio": 32, "image": 48, "text": 24}, seed=3)
+    return load_bundle(root)
+
+
+def _weights(run):
+    return torch.load(run / "best.pt", weights_only=True)["model"]
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match=r"unknown TrainConfig key\(s\) \['lamda_s'\]"):
+        TrainConfig.from_dict({"lamda_s": 1.0})
+    for bad in ({"method": "clip"}, {"dim": 1}, {"lr": 0.0}, {"batch_size": 1.5}, {"lambda_s": -1.0},
+                {"dropout": 1.0}, {"seed": -2}, {"debiased_ssw": True, "n_samples": 7}, {"device": "tpu"}):
+        with pytest.raises(ConfigError, match=next(iter(bad)) if "debiased_ssw" not in bad else "n_samples"):
+            TrainConfig.from_dict(bad)
+    assert TrainConfig(method="proposed", lambda_s=math.inf).method == "ls_only"
+    assert TrainConfig(method="baseline", lambda_s=3.0).lambda_s == 0.0
+    c = TrainConfig(method="ls_only")
+    assert TrainConfig.from_json(json.dumps(c.to_dict())) == c
+
+
+@pytest.mark.parametrize("method", ["proposed", "baseline", "pcme", "mpc"])
+def test_training_learns(method, data, tmp_path):
+    summary = fit(TrainConfig(method=method, seed=1, **FAST), data, tmp_path / method, progress=False)
+    hist = summary["history"]
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    chance_r10 = 100 * 10 / 96
+    for task in ("A->I", "T->I"):
+        assert summary["val_tasks"][task]["R@10"] >= 3 * chance_r10, (task, summary["val_tasks"][task])
+    for name in ("config.json", "manifest.json", "log.csv", "checkpoint.json", "best.pt", "metrics.json"):
+        assert (tmp_path / method / name).is_file()
+    manifest = json.loads((tmp_path / method / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and len(manifest["data_sha256"]) == 64
+    config, model = load_run_model(tmp_path / method)
+    assert config.method == method and model.dim == 16
+
+
+def test_baseline_equals_proposed_with_lambda_zero(data, tmp_path):
+    fit(TrainConfig(method="baseline", seed=2, **dict(FAST, epochs=1)), data, tmp_path / "b", progress=False)
+    fit(TrainConfig(method="proposed", lambda_s=0.0, seed=2, **dict(FAST, epochs=1)), data, tmp_path / "p",
+        progress=False)
+    wb, wp = _weights(tmp_path / "b"), _weights(tmp_path / "p")
+    assert all(torch.equal(wb[k], wp[k]) for k in wb)
+
+
+def test_interrupted_run_resumes_to_identical_results(data, tmp_path):
+    config = TrainConfig(method="proposed", seed=4, **FAST)
+    full = fit(config, data, tmp_path / "full", progress=False)
+    steps_per_epoch = 384 // 64
+    out = fit(config, data, tmp_path / "cut", progress=False, stop_after_steps=steps_per_epoch + 2)
+    assert out["interrupted"]
+    out = fit(config, data, tmp_path / "cut", progress=False, stop_after_steps=steps_per_epoch)  # dies again
+    assert out["interrupted"]
+    resumed = fit(config, data, tmp_path / "cut", progress=False)
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
+    assert strip(resumed["history"]) == strip(full["history"])
+    assert json.loads((tmp_path / "cut" / "manifest.json").read_text())["resumes"] == 2
+
+
+def test_corrupt_checkpoint_and_config_mismatch_are_clear_errors(data, tmp_path):
+    config = TrainConfig(method="baseline", seed=5, **dict(FAST, epochs=1))
+    fit(config, data, tmp_path / "r", progress=False)
+    with pytest.raises(CheckpointError, match="another config"):
+        fit(TrainConfig(method="baseline", seed=6, **dict(FAST, epochs=1)), data, tmp_path / "r", progress=False)
+    ckpt = tmp_path / "r" / json.loads((tmp_path / "r" / "checkpoint.json").read_text())["file"]
+    raw = bytearray(ckpt.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    ckpt.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        fit(config, data, tmp_path / "r", progress=False)
+    ckpt.write_bytes(bytes(raw[:100]))
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        fit(config, data, tmp_path / "r", progress=False)
+
+
+def test_non_finite_loss_is_reported_with_its_batch(data, tmp_path, monkeypatch):
+    original = TrainingObjective.forward
+
+    def poisoned(self, outputs, present, generator=None):
+        terms = original(self, outputs, present, generator)
+        terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(TrainingObjective, "forward", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 0, step 0.*batch item indices \[\d+"):
+        fit(TrainConfig(method="proposed", seed=7, **FAST), data, tmp_path / "nan", progress=False)
+
+
+def test_cli_train_on_a_bundle(data, tmp_path):
+    root = data["train"].root
+    cmd = [sys.executable, "-m", "mmkit", "train", "--method", "baseline", "--data", str(root), "--epochs", "1",
+           "--seed", "0", "--dim", "8", "--out", str(tmp_path / "cli"), "--no-progress"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "A->I" in done.stdout and (tmp_path / "cli" / "best.pt").is_file()
+    bad = subprocess.run(cmd[:-3] + ["--out", str(tmp_path / "x"), "--bogus"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unrecognized arguments" in bad.stderr
