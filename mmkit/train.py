@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from .data.bundle import FeatureSplit
 from .data.datasets import TripletDataset
+from .distributed import DistributedContext, init_distributed
 from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_bytes
 from .losses import GAUSSIAN_METHODS, VMF_METHODS, TrainingObjective
 from .models import MultimodalEncoder
@@ -316,6 +317,26 @@ def load_run_model(run: str | Path, which: str = "best") -> tuple[TrainConfig, M
 # ----------------------------------------------------------------------------------------------
 # fit
 # ----------------------------------------------------------------------------------------------
+def train_step(model: MultimodalEncoder, objective: TrainingObjective, dataset: TripletDataset,
+               indices: torch.Tensor, ctx: DistributedContext, device: torch.device,
+               generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    """Forward and backward of one global batch ``indices`` (gradients summed over ranks).
+
+    Returns the loss terms (detached); raises :class:`NonFiniteLossError` before any backward
+    when the loss is not finite.
+    """
+    local = _to_device(dataset.batch(ctx.shard(indices)), device)
+    outputs = {m: (ctx.gather(a), ctx.gather(b)) for m, (a, b) in model(local).items()}
+    present = {m: v.to(device) for m, v in dataset.batch(indices)["present"].items()}
+    terms = objective(outputs, present, generator=generator)
+    if not torch.isfinite(terms["loss"]):
+        raise NonFiniteLossError(f"non-finite loss { {k: float(v.detach()) for k, v in terms.items()} }; "
+                                 f"batch item indices {indices.tolist()}")
+    (terms["loss"] / ctx.world_size).backward()
+    ctx.all_reduce_gradients(list(model.parameters()) + list(objective.parameters()))
+    return {k: v.detach() for k, v in terms.items()}
+
+
 LOG_FIELDS = ["epoch", "loss", "L_C", "L_S", "VIB", "val_score", "val_R@1_mean", "kappa_audio", "kappa_image",
               "kappa_text", "seconds"]
 
@@ -330,6 +351,9 @@ def fit(config: TrainConfig, data: Mapping[str, FeatureSplit], out: str | Path, 
     """
     if "train" not in data or "val" not in data:
         raise ValueError(f"data must hold 'train' and 'val' splits, got {sorted(data)}")
+    device = _resolve_device(config.device)
+    ctx = init_distributed(device)
+    main = ctx.is_main
     run = Path(out)
     run.mkdir(parents=True, exist_ok=True)
     cfg_path = run / "config.json"
@@ -338,10 +362,9 @@ def fit(config: TrainConfig, data: Mapping[str, FeatureSplit], out: str | Path, 
         if previous != config:
             diff = {k: (v, getattr(config, k)) for k, v in previous.to_dict().items() if config.to_dict()[k] != v}
             raise CheckpointError(f"{run}: holds a run with another config {diff}; use a new --out directory")
-    else:
+    elif main:
         atomic_write_json(cfg_path, config.to_dict())
     torch.set_num_threads(config.threads)
-    device = _resolve_device(config.device)
     train_split, val_split = data["train"], data["val"]
     in_dims = {m: train_split.feature_dim(m) for m in train_split.modalities}
     torch.manual_seed(config.seed)
@@ -369,12 +392,15 @@ def fit(config: TrainConfig, data: Mapping[str, FeatureSplit], out: str | Path, 
         if manifest.get("data_sha256") != data_fingerprint(data):
             raise CheckpointError(f"{run}: the data differ from those the run started with")
     manifest["status"] = "running"
-    atomic_write_json(manifest_path, manifest)
+    manifest["world_size"] = ctx.world_size
+    if main:
+        atomic_write_json(manifest_path, manifest)
+    ctx.barrier()
 
     dataset = TripletDataset(train_split)
     n = len(dataset)
     steps_per_epoch = max(1, n // config.batch_size)  # drop the last incomplete batch
-    bar = tqdm(total=config.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, disable=not progress,
+    bar = tqdm(total=config.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, disable=not (progress and main),
                desc=f"{config.method} seed {config.seed}", unit="step", dynamic_ncols=True)
     steps_done = 0
     for epoch in range(start_epoch, config.epochs):
@@ -387,14 +413,11 @@ def fit(config: TrainConfig, data: Mapping[str, FeatureSplit], out: str | Path, 
         sums: dict[str, float] = {}
         for step in range(steps_per_epoch):
             idx = order[step * config.batch_size:(step + 1) * config.batch_size]
-            batch = _to_device(dataset.batch(idx), device)
-            terms = objective(model(batch), batch["present"], generator=proj_gen)
-            if not torch.isfinite(terms["loss"]):
-                raise NonFiniteLossError(
-                    f"non-finite loss at epoch {epoch}, step {step}: "
-                    f"{ {k: float(v.detach()) for k, v in terms.items()} }; batch item indices {idx.tolist()}")
             optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
+            try:
+                terms = train_step(model, objective, dataset, idx, ctx, device, proj_gen)
+            except NonFiniteLossError as exc:
+                raise NonFiniteLossError(f"epoch {epoch}, step {step}: {exc}") from None
             optimizer.step()
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
@@ -411,19 +434,25 @@ def fit(config: TrainConfig, data: Mapping[str, FeatureSplit], out: str | Path, 
                **{f"kappa_{m}": float(enc[m][1].mean()) if m in enc else None for m in ("audio", "image", "text")},
                "seconds": time.perf_counter() - t0}
         history.append(row)
-        if score > best_score:
+        improved = score > best_score
+        if improved:
             best_score, best_epoch = score, epoch
-            buf = io.BytesIO()
-            torch.save({"model": model.state_dict(), "epoch": epoch}, buf)
-            atomic_write_bytes(run / "best.pt", buf.getvalue())
-            atomic_write_json(run / "metrics.json", {"best_epoch": epoch, "val_score": score, "val_tasks": tasks})
-        _save_checkpoint(run, {"model": model.state_dict(), "objective": objective.state_dict(),
-                               "optimizer": optimizer.state_dict(), "epoch": epoch, "best_score": best_score,
-                               "best_epoch": best_epoch, "history": history}, config.keep_checkpoints)
-        _write_log(run / "log.csv", history)
+        if main:
+            if improved:
+                buf = io.BytesIO()
+                torch.save({"model": model.state_dict(), "epoch": epoch}, buf)
+                atomic_write_bytes(run / "best.pt", buf.getvalue())
+                atomic_write_json(run / "metrics.json", {"best_epoch": epoch, "val_score": score, "val_tasks": tasks})
+            _save_checkpoint(run, {"model": model.state_dict(), "objective": objective.state_dict(),
+                                   "optimizer": optimizer.state_dict(), "epoch": epoch, "best_score": best_score,
+                                   "best_epoch": best_epoch, "history": history}, config.keep_checkpoints)
+            _write_log(run / "log.csv", history)
+        ctx.barrier()
     bar.close()
-    manifest.update(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    atomic_write_json(manifest_path, manifest)
+    if main:
+        manifest.update(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        atomic_write_json(manifest_path, manifest)
+    ctx.barrier()
     summary = json.loads((run / "metrics.json").read_text())
     summary["history"] = history
     return summary

@@ -1,0 +1,29 @@
+"""One global training step under torchrun (or alone), saving loss and gradients (used by test_distributed)."""
+import sys
+
+import torch
+
+from mmkit.data import TripletDataset, load_bundle
+from mmkit.distributed import init_distributed
+from mmkit.train import TrainConfig, build_model, train_step
+
+
+def one_step(bundle: str, method: str) -> tuple[dict, int]:
+    torch.set_num_threads(1)
+    config = TrainConfig(method=method, dropout=0.0, dim=16, hidden=32, n_samples=8, n_projections=16, seed=0)
+    data = load_bundle(bundle)
+    dataset = TripletDataset(data["train"])
+    ctx = init_distributed(torch.device("cpu"))
+    torch.manual_seed(config.seed)
+    model, objective = build_model(config, {m: data["train"].feature_dim(m) for m in dataset.modalities})
+    torch.manual_seed(123)
+    terms = train_step(model, objective, dataset, torch.arange(32), ctx, torch.device("cpu"),
+                       torch.Generator().manual_seed(7))
+    grads = {f"model.{k}": p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    grads.update({f"objective.{k}": p.grad.clone() for k, p in objective.named_parameters() if p.grad is not None})
+    return {"loss": terms["loss"], **grads}, ctx.rank
+
+
+if __name__ == "__main__":
+    result, rank = one_step(sys.argv[1], sys.argv[2])
+    torch.save(result, f"{sys.argv[3]}.rank{rank}.pt")
