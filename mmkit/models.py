@@ -6,7 +6,9 @@
   (PCME, Chun et al. 2021; MPC, Neculai et al. 2022). The mean is L2-normalised as in PCME.
 * :class:`MultimodalEncoder` — one head per modality over cached frozen features (the default:
   small heads, so a run on the ``small`` preset takes about a minute on 2 cores). Frame-level
-  inputs ``(B, T, D)`` are mean-pooled over their valid frames first.
+  inputs ``(B, T, D)`` are mean-pooled over their valid frames first. Optional backbones over raw
+  inputs (:class:`ConvBackbone` for log-mel spectrograms and score images, :class:`TokenCNN`
+  for caption tokens) sit under the heads for the ``paper`` setting.
 
 Shapes: features ``(B, D_m)`` or ``(B, T, D_m)`` -> ``loc (B, d)``, ``concentration (B,)``.
 """
@@ -20,7 +22,7 @@ from torch import Tensor, nn
 
 from .distributions import VonMisesFisher
 
-__all__ = ["mlp", "masked_mean_pool", "VMFHead", "GaussianHead", "MultimodalEncoder"]
+__all__ = ["mlp", "masked_mean_pool", "ConvBackbone", "TokenCNN", "VMFHead", "GaussianHead", "MultimodalEncoder"]
 
 
 def mlp(in_dim: int, hidden: int, layers: int, dropout: float) -> nn.Sequential:
@@ -42,6 +44,47 @@ def masked_mean_pool(x: Tensor, lengths: Tensor | None) -> Tensor:
     steps = torch.arange(x.shape[1], device=x.device)
     mask = (steps[None, :] < lengths[:, None]).to(x.dtype).unsqueeze(-1)
     return (x * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
+class ConvBackbone(nn.Module):
+    """2-D CNN over a one-channel input ``(B, H, W)`` or ``(B, 1, H, W)`` -> ``(B, width * 2^(blocks-1))``.
+
+    ``blocks`` x (3x3 conv -> BatchNorm -> ReLU -> 2x2 max-pool), then global average pooling:
+    a VGG-style encoder as commonly used for log-mel spectrograms (audio) and score images.
+    """
+
+    def __init__(self, blocks: int = 4, width: int = 32):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 1
+        for i in range(blocks):
+            c_out = width * 2**i
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+                       nn.MaxPool2d(2)]
+            c_in = c_out
+        self.net = nn.Sequential(*layers)
+        self.out_dim = c_in
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 3:
+            x = x.unsqueeze(1)
+        return self.net(x).mean(dim=(-2, -1))
+
+
+class TokenCNN(nn.Module):
+    """Token ids ``(B, S)`` (0 = padding) -> ``(B, width)``: embedding, 1-D convolutions, masked max-pool."""
+
+    def __init__(self, vocab_size: int, width: int = 256, embed: int = 128):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, embed, padding_idx=0)
+        self.conv = nn.Sequential(nn.Conv1d(embed, width, 3, padding=1), nn.ReLU(),
+                                  nn.Conv1d(width, width, 3, padding=1), nn.ReLU())
+        self.out_dim = width
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        h = self.conv(self.embed(tokens.long()).transpose(1, 2))
+        mask = (tokens != 0).unsqueeze(1)
+        return h.masked_fill(~mask, float("-inf")).amax(-1).nan_to_num(0.0, neginf=0.0)
 
 
 class VMFHead(nn.Module):
@@ -92,14 +135,19 @@ class MultimodalEncoder(nn.Module):
     family : "vmf" | "gaussian"
     hidden, layers, dropout : trunk shape
     kappa_floor : float, lower bound of kappa (vMF family)
+    backbones : mapping modality -> nn.Module with ``out_dim``, optional
+        Raw-input encoders placed under the heads (their ``out_dim`` replaces ``in_dims[m]``).
     """
 
     def __init__(self, in_dims: Mapping[str, int], dim: int, family: str = "vmf", hidden: int = 256,
-                 layers: int = 2, dropout: float = 0.1, kappa_floor: float = 1.0):
+                 layers: int = 2, dropout: float = 0.1, kappa_floor: float = 1.0,
+                 backbones: Mapping[str, nn.Module] | None = None):
         super().__init__()
         if family not in ("vmf", "gaussian"):
             raise ValueError(f"family must be 'vmf' or 'gaussian', got {family!r}")
         self.family, self.dim = family, dim
+        self.backbones = nn.ModuleDict(dict(backbones or {}))
+        in_dims = {m: (self.backbones[m].out_dim if m in self.backbones else d) for m, d in in_dims.items()}
         if family == "vmf":
             heads = {m: VMFHead(d_in, dim, hidden, layers, dropout, kappa_floor) for m, d_in in in_dims.items()}
         else:
@@ -112,7 +160,12 @@ class MultimodalEncoder(nn.Module):
 
     def forward(self, batch: Mapping) -> dict[str, tuple[Tensor, Tensor]]:
         lengths = batch.get("lengths", {})
-        return {m: head(masked_mean_pool(batch[m], lengths.get(m))) for m, head in self.heads.items() if m in batch}
+        out = {}
+        for m, head in self.heads.items():
+            if m in batch:
+                x = self.backbones[m](batch[m]) if m in self.backbones else masked_mean_pool(batch[m], lengths.get(m))
+                out[m] = head(x)
+        return out
 
     def distributions(self, batch: Mapping) -> dict[str, VonMisesFisher]:
         """The vMF of every modality in ``batch`` (vMF family only)."""
