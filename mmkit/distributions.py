@@ -46,6 +46,7 @@ __all__ = [
     "unit_vector",
     "finite_positive",
     "log_sphere_area",
+    "vmf_log_normalizer",
     "wood_envelope",
     "householder_rotate",
     "vmf_marginal_dkappa",
@@ -81,6 +82,15 @@ class _FinitePositive(constraints.Constraint):
 
 unit_vector = _UnitVector()
 finite_positive = _FinitePositive()
+
+
+def _log_normalizer_from_bessel(d: int, kappa: Tensor, log_bessel: Tensor) -> Tensor:
+    return (0.5 * d - 1.0) * torch.log(kappa) - 0.5 * d * math.log(2.0 * math.pi) - log_bessel
+
+
+def vmf_log_normalizer(d: int, kappa: Tensor) -> Tensor:
+    """``log C_d(kappa) = (d/2-1) log kappa - (d/2) log 2π - log I_{d/2-1}(kappa)``, any shape."""
+    return _log_normalizer_from_bessel(d, kappa, log_bessel_iv_and_ratio(0.5 * d - 1.0, kappa)[0])
 
 
 def log_sphere_area(d: int) -> float:
@@ -350,12 +360,7 @@ class VonMisesFisher(Distribution):
     @property
     def log_normalizer(self) -> Tensor:
         """``log C_d(kappa)``, shape ``B``."""
-        d = self.dim
-        return (
-            (0.5 * d - 1.0) * torch.log(self.concentration)
-            - 0.5 * d * math.log(2.0 * math.pi)
-            - self._log_bessel_and_ratio[0]
-        )
+        return _log_normalizer_from_bessel(self.dim, self.concentration, self._log_bessel_and_ratio[0])
 
     # -- moments -------------------------------------------------------------------------------
     @property
