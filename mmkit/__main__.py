@@ -1,6 +1,6 @@
 """Command-line entry point: ``python -m mmkit <command>``.
 
-``train`` works today; ``build-data``, ``evaluate`` and ``reproduce`` are listed so that
+``build-data`` and ``train`` work today; ``evaluate`` and ``reproduce`` are listed so that
 ``--help`` shows the intended interface, and say "not yet available" (exit status 2) until
 their issues land.
 """
@@ -12,7 +12,6 @@ import math
 import sys
 
 _PENDING = {
-    "build-data": "building the embedded music21 dataset",
     "evaluate": "evaluating runs on the nine retrieval tasks",
     "reproduce": "the full pipeline (dataset, training, evaluation, reports/)",
 }
@@ -25,6 +24,19 @@ def _float_or_inf(text: str) -> float:
     return value
 
 
+def _build_data(args) -> int:
+    from .data.build import build_dataset
+
+    summary = build_dataset(args.preset, cache=args.cache, collections=tuple(args.collections) if args.collections else None,
+                            workers=args.workers, progress=not args.no_progress, card=args.card)
+    print(f"bundle: {summary['bundle']}")
+    if args.card:
+        print(f"dataset card: {args.card}")
+    print(f"items={summary['items']} train={summary['train']} val={summary['val']} test={summary['test']} "
+          f"skipped={summary['skipped']} seconds={summary['seconds']}")
+    return 0
+
+
 def _train(args) -> int:
     from .data import resolve_data
     from .train import TrainConfig, fit
@@ -35,7 +47,7 @@ def _train(args) -> int:
         if value is not None:
             values[key] = value
     config = TrainConfig.from_dict(values)
-    data = resolve_data(args.data, cache_dir=args.cache)
+    data = resolve_data(args.data, cache_dir=args.cache, progress=not args.no_progress)
     summary = fit(config, data, args.out, progress=not args.no_progress)
     tasks = summary["val_tasks"]
     print(f"best epoch {summary['best_epoch']}: val mean MRR {summary['val_score']:.4f}")
@@ -48,6 +60,13 @@ def _train(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmkit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build-data", help="build (or reuse) the embedded music21 dataset and its card")
+    b.add_argument("--preset", choices=["tiny", "small", "full"], default="small")
+    b.add_argument("--cache", default=None, help="cache directory (default $MMKIT_CACHE or .cache/mmkit)")
+    b.add_argument("--collections", nargs="+", help="only these music21 corpus collections (e.g. essenFolksong)")
+    b.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    b.add_argument("--card", default="reports/dataset_card.md", help="dataset card path ('' to skip)")
+    b.add_argument("--no-progress", action="store_true")
     t = sub.add_parser("train", help="train one method with one seed into a run directory (resumable)")
     t.add_argument("--method", choices=["proposed", "baseline", "pcme", "mpc", "ls_only"])
     t.add_argument("--data", "--preset", dest="data", default="synthetic",
@@ -66,9 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, what in _PENDING.items():
         sub.add_parser(name, help=f"{what} (not yet available)")
     args, extra = parser.parse_known_args(argv)
-    if args.command == "train":
+    if args.command in ("train", "build-data"):
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if args.command == "build-data":
+            args.card = args.card or None
+            return _build_data(args)
         return _train(args)
     print(f"mmkit {args.command}: not yet available — {_PENDING[args.command]} lands with a later issue.",
           file=sys.stderr)

@@ -8,7 +8,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # PyPI name -> conda-forge name where they differ
-CONDA_NAMES = {"torch": "pytorch"}
+CONDA_NAMES = {"torch": "pytorch", "soundfile": "pysoundfile"}
 
 
 def _split(req: str) -> tuple[str, str]:
@@ -43,3 +43,13 @@ def test_readme_first_section_has_the_two_commands():
     first = text.split("\n## ", 2)[1] if text.startswith("# ") else text.split("\n## ", 1)[0]
     commands = re.findall(r"^\s*(make \S+)\s*$", first, flags=re.M)
     assert commands == ["make reproduce", "make test"], commands
+
+
+def test_no_deps_packages_are_installed_the_same_way_everywhere():
+    pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mmkit"]["no-deps"]
+    makefile = (ROOT / "Makefile").read_text()
+    env = (ROOT / "environment.yml").read_text()
+    for pin in pins:
+        assert pin in makefile, f"Makefile does not install {pin}"
+        assert pin in env, f"environment.yml does not mention {pin}"
+    assert "--no-deps $(NO_DEPS)" in makefile

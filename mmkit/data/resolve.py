@@ -17,7 +17,8 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MMKIT_CACHE", Path.cwd() / ".cache" / "mmkit"))
 
 
-def resolve_data(spec: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> dict[str, FeatureSplit]:
+def resolve_data(spec: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
+                 progress: bool = True) -> dict[str, FeatureSplit]:
     """Load the splits named by ``spec``.
 
     ``spec`` is a bundle directory (see :mod:`mmkit.data.bundle`), ``"synthetic"`` (a generated
@@ -33,7 +34,8 @@ def resolve_data(spec: str | os.PathLike, cache_dir: str | os.PathLike | None = 
             make_synthetic_bundle(root, seed=0)
         return load_bundle(root)
     if str(spec) in ("tiny", "small", "full"):
-        raise NotImplementedError(
-            f"the embedded music21 preset {spec!r} is not built yet (dataset issue); "
-            "pass a bundle directory or 'synthetic'")
+        from .build import build_dataset
+
+        summary = build_dataset(str(spec), cache=cache, progress=progress)
+        return load_bundle(summary["bundle"])
     raise ValueError(f"data {str(spec)!r} is neither a bundle directory nor one of the presets {PRESETS}")

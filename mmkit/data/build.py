@@ -1,0 +1,313 @@
+"""Build the embedded dataset: music21 excerpts -> aligned (audio, score image, caption) triplets.
+
+Pipeline per work (in a worker process): parse -> cut a 4-bar excerpt -> MIDI -> audio
+(tinysoundfont) -> engraving (verovio, cairosvg) -> descriptors and caption -> features. Each item
+lands in a **content-addressed cache** directory ``<cache>/items/<hash>/`` (hash of the work key
+and the render version) with its files written atomically and an ``ok.json`` listing their
+SHA-256 written last. A rerun reuses verified items (so an interrupted build resumes), rebuilds
+corrupt ones, and skips works that failed before (the reason is cached and counted).
+
+Then, in the main process: near-duplicate tunes are grouped by their melody key and every group
+goes to one split (deterministic hash of the group key), captions are embedded with MiniLM, and a
+bundle (:mod:`mmkit.data.bundle`) is written to ``<cache>/bundles/<name>/`` with the media
+hard-linked (or copied) into it. A dataset card summarises the build.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import multiprocessing as mp
+import os
+import shutil
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..io import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
+from .bundle import save_bundle
+
+__all__ = ["PRESET_SPECS", "PresetSpec", "select_works", "build_item", "build_dataset", "bundle_name"]
+
+#: Bump when rendering or features change: every cached item is then rebuilt.
+RENDER_VERSION = "1"
+_ITEM_FILES = ("audio.wav", "image.png", "logmel.npy", "features.npz", "meta.json")
+
+
+@dataclass(frozen=True)
+class PresetSpec:
+    n_items: int | None                 # None: every usable work
+    weights: dict[str, float]           # collection -> share of the items
+    split: tuple[float, float, float]   # train, val, test fractions (by near-duplicate group)
+
+
+_FOLK = {"essenFolksong": 0.45, "oneills1850": 0.25, "ryansMammoth": 0.15, "airdsAirs": 0.15}
+PRESET_SPECS = {
+    # tiny: fast folk material only; larger val/test shares so retrieval metrics mean something
+    "tiny": PresetSpec(160, _FOLK, (0.5, 0.25, 0.25)),
+    "small": PresetSpec(2000, {"essenFolksong": 0.40, "oneills1850": 0.17, "ryansMammoth": 0.13, "airdsAirs": 0.10,
+                               "bach": 0.08, "palestrina": 0.06, "miscFolk": 0.03, "trecento": 0.015,
+                               "monteverdi": 0.015}, (0.8, 0.1, 0.1)),
+    "full": PresetSpec(None, {}, (0.8, 0.1, 0.1)),
+}
+
+
+def _rank_key(seed: int, key: str) -> str:
+    return hashlib.sha1(f"{seed}:{key}".encode()).hexdigest()
+
+
+def select_works(preset: str, seed: int = 0, collections: tuple[str, ...] | None = None, oversample: float = 1.08):
+    """Works to render for ``preset``, in a deterministic priority order.
+
+    Each collection contributes ``weight * n_items * oversample`` works (capped by what exists; the
+    shortfall goes to the remaining collections in proportion), so that skipped works can be
+    replaced. With ``collections`` only those collections are used (weights renormalised).
+    """
+    from .corpus import list_works
+
+    spec = PRESET_SPECS[preset]
+    works = list_works(tuple(collections) if collections else None)
+    by_collection: dict[str, list] = defaultdict(list)
+    for w in works:
+        by_collection[w.collection].append(w)
+    for items in by_collection.values():
+        items.sort(key=lambda w: _rank_key(seed, w.key))
+    if spec.n_items is None:
+        return sorted(works, key=lambda w: _rank_key(seed, w.key))
+    weights = {c: spec.weights.get(c, 0.0) for c in by_collection}
+    if collections or not any(weights.values()):
+        weights = {c: spec.weights.get(c, 1.0) or 1.0 for c in by_collection}
+    target = int(round(spec.n_items * oversample))
+    quota: dict[str, int] = {}
+    remaining, pool = target, {c: w for c, w in weights.items() if w > 0}
+    while remaining > 0 and pool:
+        total = sum(pool.values())
+        grant = {c: max(1, int(round(remaining * w / total))) for c, w in pool.items()}
+        for c, g in grant.items():
+            have = len(by_collection[c]) - quota.get(c, 0)
+            quota[c] = quota.get(c, 0) + min(g, have)
+        remaining = target - sum(quota.values())
+        pool = {c: w for c, w in pool.items() if quota[c] < len(by_collection[c])}
+    chosen = [w for c, n in quota.items() for w in by_collection[c][:n]]
+    return sorted(chosen, key=lambda w: _rank_key(seed, w.key))
+
+
+def item_hash(work_key: str) -> str:
+    return hashlib.sha1(f"render-v{RENDER_VERSION}:{work_key}".encode()).hexdigest()[:20]
+
+
+def _item_dir(cache: Path, key: str) -> Path:
+    h = item_hash(key)
+    return cache / "items" / h[:2] / h
+
+
+def verify_item(item_dir: Path) -> bool:
+    """True when ``ok.json`` exists and every file it lists has the recorded SHA-256."""
+    ok = item_dir / "ok.json"
+    if not ok.is_file():
+        return False
+    try:
+        recorded = json.loads(ok.read_text())["files"]
+        return all((item_dir / name).is_file() and sha256_file(item_dir / name) == digest
+                   for name, digest in recorded.items())
+    except (json.JSONDecodeError, KeyError, TypeError, OSError):
+        return False
+
+
+def build_item(work_dict: dict, item_dir: str) -> dict:
+    """Render one work into ``item_dir`` (runs in a worker). Returns ``{"status", "key", ...}``."""
+    import soundfile
+    from PIL import Image
+
+    from . import captions, corpus, features, render
+
+    work = corpus.Work(**work_dict)
+    out = Path(item_dir)
+    stage = "parse"
+    try:
+        score = corpus.parse_work(work)
+        stage = "excerpt"
+        excerpt = corpus.cut_excerpt(score)
+        group = corpus.melody_key(score) or work.key
+        stage = "midi"
+        midi, bpm = render.midi_bytes(excerpt)
+        stage = "audio"
+        audio = render.synthesize(midi)
+        if float(np.sqrt(np.mean(audio**2))) < 1e-3:
+            raise RuntimeError("silent audio")
+        stage = "engrave"
+        image = render.rasterize(render.engrave_svg(excerpt))
+        ink = float((image < 128).mean())
+        if ink < 0.002:
+            raise RuntimeError("blank image")
+        stage = "caption"
+        desc = captions.describe(excerpt)
+        caption = captions.make_caption(work, desc)
+        stage = "features"
+        audio_vec, mel = features.audio_features(audio, render.SAMPLE_RATE)
+        image_vec = features.image_features(image)
+    except Exception as exc:  # noqa: BLE001 - every failure is counted by stage and reason, never fatal
+        reason = f"{stage}: {type(exc).__name__}"
+        atomic_write_json(out / "failed.json", {"key": work.key, "reason": reason, "detail": str(exc)[:500]})
+        return {"status": "failed", "key": work.key, "reason": reason}
+    files = {}
+
+    def put(name: str, data: bytes) -> None:
+        atomic_write_bytes(out / name, data)
+        files[name] = sha256_bytes(data)
+
+    wav = io.BytesIO()
+    soundfile.write(wav, (audio * 32767).astype(np.int16), render.SAMPLE_RATE, format="WAV", subtype="PCM_16")
+    put("audio.wav", wav.getvalue())
+    png = io.BytesIO()
+    Image.fromarray(image).save(png, format="PNG", optimize=True)
+    put("image.png", png.getvalue())
+    npy = io.BytesIO()
+    np.save(npy, mel.astype(np.float16))
+    put("logmel.npy", npy.getvalue())
+    feats = io.BytesIO()
+    np.savez(feats, audio=audio_vec, image=image_vec)
+    put("features.npz", feats.getvalue())
+    meta = {"work": work.to_dict(), "caption": caption, "descriptors": desc, "group": group, "bpm": bpm,
+            "ink": ink, "n_measures": len(excerpt.parts[0].getElementsByClass("Measure")),
+            "quarter_length": float(excerpt.highestTime)}
+    put("meta.json", json.dumps(meta, indent=1, default=str).encode())
+    atomic_write_json(out / "ok.json", {"files": files})
+    return {"status": "ok", "key": work.key}
+
+
+def _build_star(args):
+    return build_item(*args)
+
+
+def _split_of(group: str, seed: int, fractions: tuple[float, float, float]) -> str:
+    u = int(hashlib.sha1(f"split{seed}:{group}".encode()).hexdigest()[:12], 16) / 16**12
+    return "train" if u < fractions[0] else "val" if u < fractions[0] + fractions[1] else "test"
+
+
+def bundle_name(preset: str, collections: tuple[str, ...] | None, seed: int) -> str:
+    suffix = "" if not collections else "-" + hashlib.sha1(",".join(sorted(collections)).encode()).hexdigest()[:8]
+    return f"music21-{preset}-seed{seed}-v{RENDER_VERSION}{suffix}"
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    if dst.exists():
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def build_dataset(preset: str = "tiny", cache: str | os.PathLike | None = None,
+                  collections: tuple[str, ...] | None = None, workers: int | None = None, seed: int = 0,
+                  progress: bool = True, card: str | os.PathLike | None = None) -> dict:
+    """Build (or reuse) the embedded dataset for ``preset``; returns a summary with the bundle path.
+
+    Parameters
+    ----------
+    preset : "tiny" | "small" | "full"
+    cache : cache directory (default ``$MMKIT_CACHE`` or ``./.cache/mmkit``)
+    collections : restrict to these corpus collections (e.g. ``("essenFolksong",)``)
+    workers : processes (default: all cores)
+    card : path of the Markdown dataset card to write (None: do not write)
+    """
+    from tqdm.auto import tqdm
+
+    from .resolve import default_cache_dir
+
+    if preset not in PRESET_SPECS:
+        raise ValueError(f"preset must be one of {tuple(PRESET_SPECS)}, got {preset!r}")
+    t0 = time.perf_counter()
+    cache = Path(cache) if cache is not None else default_cache_dir()
+    spec = PRESET_SPECS[preset]
+    works = select_works(preset, seed, collections)
+    todo, rebuilt = [], 0
+    for w in works:
+        d = _item_dir(cache, w.key)
+        if (d / "failed.json").is_file():
+            continue
+        if not verify_item(d):
+            if (d / "ok.json").exists():
+                rebuilt += 1
+                (d / "ok.json").unlink()
+            todo.append((w.to_dict(), str(d)))
+    workers = workers or os.cpu_count() or 1
+    if todo:
+        bar = tqdm(total=len(todo), desc=f"rendering {preset}", unit="item", disable=not progress)
+        if workers > 1:
+            with mp.get_context("spawn").Pool(workers) as pool:
+                for _ in pool.imap_unordered(_build_star, todo, chunksize=4):
+                    bar.update(1)
+        else:
+            for args in todo:
+                _build_star(args)
+                bar.update(1)
+        bar.close()
+    metas, skipped = [], Counter()
+    for w in works:
+        d = _item_dir(cache, w.key)
+        if verify_item(d):
+            metas.append((w, d, json.loads((d / "meta.json").read_text())))
+        elif (d / "failed.json").is_file():
+            skipped[json.loads((d / "failed.json").read_text())["reason"]] += 1
+        else:
+            skipped["missing after build"] += 1
+    if spec.n_items is not None:
+        metas = metas[: spec.n_items]
+    if not metas:
+        raise RuntimeError(f"no usable item for preset {preset!r} (skipped: {dict(skipped)})")
+    summary = _assemble(preset, cache, metas, spec, seed, collections, progress)
+    summary.update(skipped=sum(skipped.values()), skipped_by_reason=dict(skipped), rebuilt_corrupt=rebuilt,
+                   rendered=len(todo), seconds=round(time.perf_counter() - t0, 1), workers=workers)
+    if card is not None:
+        from ..reports import write_dataset_card
+
+        write_dataset_card(card, summary)
+    return summary
+
+
+def _assemble(preset, cache, metas, spec, seed, collections, progress) -> dict:
+    from .text_embed import embed_texts
+
+    root = cache / "bundles" / bundle_name(preset, collections, seed)
+    media = root / "media"
+    media.mkdir(parents=True, exist_ok=True)
+    captions = [m["caption"] for _, _, m in metas]
+    text = embed_texts(captions, progress=progress)
+    splits: dict[str, dict[str, list]] = {s: defaultdict(list) for s in ("train", "val", "test")}
+    for (work, d, meta), emb in zip(metas, text):
+        split = _split_of(meta["group"], seed, spec.split)
+        h = d.name
+        with np.load(d / "features.npz") as f:
+            audio, image = f["audio"], f["image"]
+        for name, ext in (("audio.wav", "wav"), ("image.png", "png")):
+            _link_or_copy(d / name, media / f"{h}.{ext}")
+        rows = splits[split]
+        rows["ids"].append(work.key)
+        rows["audio"].append(audio)
+        rows["image"].append(image)
+        rows["text"].append(emb)
+        rows["captions"].append(meta["caption"])
+        rows["media_audio"].append(f"media/{h}.wav")
+        rows["media_image"].append(f"media/{h}.png")
+        rows["collection"].append(work.collection)
+        rows["group"].append(meta["group"])
+    arrays = {}
+    for s, rows in splits.items():
+        if not rows["ids"]:
+            raise RuntimeError(f"split {s!r} is empty for preset {preset!r}; build more items")
+        arrays[s] = {"ids": np.array(rows["ids"]), "audio": np.stack(rows["audio"]), "image": np.stack(rows["image"]),
+                     "text": np.stack(rows["text"]).astype(np.float32), "captions": np.array(rows["captions"]),
+                     "media_audio": np.array(rows["media_audio"]), "media_image": np.array(rows["media_image"]),
+                     "collection": np.array(rows["collection"]), "group": np.array(rows["group"])}
+    save_bundle(root, arrays, name=bundle_name(preset, collections, seed))
+    examples = [{"id": work.key, "caption": meta["caption"], "collection": work.collection}
+                for work, _, meta in metas[:5]]
+    counts = {s: len(a["ids"]) for s, a in arrays.items()}
+    per_collection = {s: dict(Counter(a["collection"].tolist())) for s, a in arrays.items()}
+    return {"preset": preset, "bundle": str(root), "items": len(metas), **counts, "per_collection": per_collection,
+            "captions": captions, "test_captions": arrays["test"]["captions"].tolist(), "examples": examples}

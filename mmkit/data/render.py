@@ -1,0 +1,152 @@
+"""Rendering an excerpt: MIDI -> audio (General-MIDI soundfont) and MusicXML -> engraved image.
+
+* Audio: the excerpt is exported to MIDI with music21 (every part on piano, programme 0), its
+  tempo raised when needed so that it fits the fixed length, and synthesised with tinysoundfont
+  using the TimGM6mb.sf2 soundfont shipped inside the pretty-midi wheel; mono float32 at
+  ``SAMPLE_RATE``, peak-normalised, padded to ``AUDIO_SECONDS``.
+* Image: MusicXML -> verovio (no header/footer, no measure numbers, one system) -> SVG ->
+  cairosvg -> grayscale, fitted into ``IMAGE_SHAPE`` on white. The engraving carries no text at
+  all (checked: any ``<text>`` with content raises), so no caption content can leak into it.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import os
+import re
+
+import numpy as np
+
+__all__ = ["SAMPLE_RATE", "AUDIO_SECONDS", "IMAGE_SHAPE", "midi_bytes", "synthesize", "engrave_svg", "rasterize",
+           "svg_text", "soundfont_path"]
+
+SAMPLE_RATE = 16_000
+AUDIO_SECONDS = 8.0
+IMAGE_SHAPE = (128, 512)  # height, width
+_DEFAULT_BPM = 120.0
+
+
+def soundfont_path() -> str:
+    """TimGM6mb.sf2 inside the pretty-midi package (General MIDI, 6 MB)."""
+    import pretty_midi
+
+    path = os.path.join(os.path.dirname(pretty_midi.__file__), "TimGM6mb.sf2")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"soundfont not found at {path}; reinstall pretty-midi")
+    return path
+
+
+def midi_bytes(excerpt, seconds: float = AUDIO_SECONDS) -> tuple[bytes, float]:
+    """Standard MIDI file of ``excerpt`` on piano; returns (bytes, tempo in bpm).
+
+    The tempo is the excerpt's own (or 120 bpm), raised just enough that the excerpt lasts at most
+    ``seconds - 0.5`` so the release fits too. Nothing is slowed down.
+    """
+    from music21 import instrument, tempo
+    from music21.midi import translate
+
+    ex = copy.deepcopy(excerpt)
+    marks = list(ex.recurse().getElementsByClass(tempo.MetronomeMark))
+    bpm = float(marks[0].number) if marks and marks[0].number else _DEFAULT_BPM
+    for mark in marks:
+        mark.activeSite.remove(mark)
+    quarters = float(ex.highestTime) or 1.0
+    bpm = max(bpm, quarters * 60.0 / (seconds - 0.5))
+    for part in ex.parts:
+        for inst in list(part.recurse().getElementsByClass("Instrument")):
+            inst.activeSite.remove(inst)
+        part.insert(0, instrument.Piano())
+    first_measure = ex.parts[0].getElementsByClass("Measure").first() or ex.parts[0]
+    first_measure.insert(0, tempo.MetronomeMark(number=bpm))
+    return translate.streamToMidiFile(ex).writestr(), bpm
+
+
+_SYNTH = None
+
+
+def _synth():
+    global _SYNTH
+    if _SYNTH is None:
+        import tinysoundfont
+
+        synth = tinysoundfont.Synth(samplerate=SAMPLE_RATE, gain=-3)
+        sfid = synth.sfload(soundfont_path())
+        _SYNTH = (synth, sfid)
+    return _SYNTH
+
+
+def synthesize(midi: bytes, seconds: float = AUDIO_SECONDS) -> np.ndarray:
+    """Mono float32 audio ``(SAMPLE_RATE * seconds,)``, peak-normalised to 0.9."""
+    import tinysoundfont
+    from tinysoundfont.midi import load_memory
+
+    synth, sfid = _synth()
+    synth.notes_off()
+    synth.sounds_off()
+    for channel in range(16):
+        synth.program_select(channel, sfid, 0, 0)
+    sequencer = tinysoundfont.Sequencer(synth)
+    sequencer.add(load_memory(midi))
+    audio = np.frombuffer(synth.generate(int(SAMPLE_RATE * seconds)), dtype=np.float32).reshape(-1, 2).mean(1)
+    synth.notes_off()
+    synth.sounds_off()
+    synth.generate(SAMPLE_RATE // 10)  # flush release tails so the next excerpt starts silent
+    peak = float(np.abs(audio).max())
+    return (audio * (0.9 / peak)).astype(np.float32) if peak > 0 else audio.astype(np.float32)
+
+
+_TOOLKIT = None
+
+
+def _toolkit():
+    global _TOOLKIT
+    if _TOOLKIT is None:
+        import verovio
+
+        verovio.enableLog(verovio.LOG_OFF)
+        tk = verovio.toolkit()
+        tk.setOptions({"header": "none", "footer": "none", "breaks": "none", "adjustPageWidth": True,
+                       "adjustPageHeight": True, "pageMarginLeft": 20, "pageMarginRight": 20, "pageMarginTop": 20,
+                       "pageMarginBottom": 20, "scale": 40, "mnumInterval": 0, "svgViewBox": True,
+                       "svgRemoveXlink": True})
+        _TOOLKIT = tk
+    return _TOOLKIT
+
+
+def svg_text(svg: str) -> list[str]:
+    """Visible text strings of an SVG (music glyphs are ``<use>`` elements, not text)."""
+    found = re.findall(r"<text[^>]*>(.*?)</text>", svg, flags=re.S)
+    return [t for t in (re.sub(r"<[^>]+>", "", f).strip() for f in found) if t]
+
+
+def engrave_svg(excerpt) -> str:
+    """Engrave with verovio from MusicXML; raises if the result holds any visible text."""
+    from music21 import tempo
+    from music21.musicxml.m21ToXml import GeneralObjectExporter
+
+    ex = copy.deepcopy(excerpt)
+    for mark in list(ex.recurse().getElementsByClass(tempo.TempoIndication)):
+        mark.activeSite.remove(mark)
+    tk = _toolkit()
+    if not tk.loadData(GeneralObjectExporter(ex).parse().decode("utf-8")) or tk.getPageCount() < 1:
+        raise RuntimeError("verovio could not lay out the excerpt")
+    svg = tk.renderToSVG(1)
+    leaked = svg_text(svg)
+    if leaked:
+        raise RuntimeError(f"engraving contains text {leaked[:3]}")
+    return svg
+
+
+def rasterize(svg: str, shape: tuple[int, int] = IMAGE_SHAPE) -> np.ndarray:
+    """SVG -> grayscale uint8 ``shape`` (height, width): height-fitted, shrunk if too wide, on white."""
+    import cairosvg
+    from PIL import Image
+
+    height, width = shape
+    png = cairosvg.svg2png(bytestring=svg.encode(), background_color="white", output_height=height)
+    img = Image.open(io.BytesIO(png)).convert("L")
+    if img.width > width:
+        img = img.resize((width, max(1, round(img.height * width / img.width))), Image.LANCZOS)
+    canvas = Image.new("L", (width, height), 255)
+    canvas.paste(img, (0, (height - img.height) // 2))
+    return np.asarray(canvas)

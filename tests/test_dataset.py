@@ -1,0 +1,112 @@
+"""The embedded music21 dataset: a real `tiny` build from scratch (interrupted once with kill -9,
+then resumed), alignment of the three modalities, leak-free deterministic splits, cache
+corruption recovery, and browsing."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmkit.data import load_bundle
+from mmkit.data.browse import list_triplets, show_triplet, triplet
+from mmkit.data.build import _item_dir, build_dataset, select_works
+from mmkit.data.render import AUDIO_SECONDS, IMAGE_SHAPE, SAMPLE_RATE
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Build `tiny` in a fresh cache: a CLI run killed after 15 s, then a resumed run to completion."""
+    cache = tmp_path_factory.mktemp("cache")
+    card = cache / "card.md"
+    cmd = [sys.executable, "-m", "mmkit", "build-data", "--preset", "tiny", "--cache", str(cache), "--card", str(card),
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole group: main process and workers
+        proc.wait()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    last = done.stdout.strip().splitlines()[-1]
+    return {"cache": cache, "card": card, "last_line": last, "data": load_bundle(json_bundle(done.stdout))}
+
+
+def json_bundle(stdout: str) -> str:
+    return next(line.split(": ", 1)[1] for line in stdout.splitlines() if line.startswith("bundle: "))
+
+
+def test_cli_summary_line_and_card(tiny):
+    fields = dict(kv.split("=") for kv in tiny["last_line"].split())
+    assert set(fields) == {"items", "train", "val", "test", "skipped", "seconds"}
+    assert int(fields["items"]) == sum(int(fields[s]) for s in ("train", "val", "test")) >= 140
+    text = tiny["card"].read_text()
+    assert "Items per collection and split" in text and "best R@1" in text
+
+
+def test_modalities_are_aligned(tiny):
+    for split in tiny["data"].values():
+        assert split.modalities == ("audio", "image", "text")
+        assert split.features["text"].shape[1] == 384
+        for row in range(0, len(split), 7):
+            t = triplet(split, row)
+            assert t.sample_rate == SAMPLE_RATE and len(t.audio) == int(SAMPLE_RATE * AUDIO_SECONDS)
+            assert np.sqrt(np.mean(t.audio**2)) > 1e-3  # not silent
+            assert t.image.shape == IMAGE_SHAPE and (t.image < 128).mean() > 0.002  # not blank
+
+
+def test_captions_never_contain_the_title(tiny):
+    from mmkit.data.corpus import list_works
+
+    titles = {w.key: w.title for w in list_works(("essenFolksong", "oneills1850", "ryansMammoth", "airdsAirs"))}
+    checked = 0
+    for split in tiny["data"].values():
+        for i, c in zip(split.ids, split.captions):
+            title = titles[str(i)].split("--")[0].strip()
+            if len(title) >= 6 and len(title.split()) >= 2:
+                assert title.lower() not in c.lower(), (i, title, c)
+                checked += 1
+    assert checked > 10
+
+
+def test_splits_are_deterministic_and_leak_free(tiny):
+    data = tiny["data"]
+    groups = {s: set(np.load(Path(data[s].root) / f"{s}.npz")["group"].tolist()) for s in data}
+    assert not (groups["train"] & groups["val"]) and not (groups["train"] & groups["test"]) \
+        and not (groups["val"] & groups["test"])
+    again = build_dataset("tiny", cache=tiny["cache"], progress=False)
+    assert again["rendered"] == 0  # everything came from the cache
+    reloaded = load_bundle(again["bundle"])
+    for s in data:
+        assert reloaded[s].ids.tolist() == data[s].ids.tolist()
+    assert [w.key for w in select_works("tiny")] == [w.key for w in select_works("tiny")]
+
+
+def test_corrupt_and_interrupted_cache_entries_are_rebuilt(tiny):
+    data = tiny["data"]
+    key = str(data["train"].ids[0])
+    item = _item_dir(tiny["cache"], key)
+    image = item / "image.png"
+    original = image.read_bytes()
+    raw = bytearray(original)
+    raw[len(raw) // 2] ^= 0xFF
+    image.write_bytes(bytes(raw))                       # corrupt file
+    other = _item_dir(tiny["cache"], str(data["test"].ids[0]))
+    (other / "ok.json").unlink()                        # item whose run was interrupted before it finished
+    summary = build_dataset("tiny", cache=tiny["cache"], progress=False)
+    assert summary["rebuilt_corrupt"] == 1 and summary["rendered"] == 2
+    assert image.read_bytes() == original                # rendering is deterministic
+    assert (other / "ok.json").is_file()
+
+
+def test_browse_helpers(tiny):
+    split = tiny["data"]["test"]
+    rows = list_triplets(split, limit=3)
+    assert len(rows) == 3 and rows[0][1] == str(split.ids[0])
+    box = show_triplet(split, 0)
+    assert len(box.children) == 3  # caption, audio player, image
