@@ -1,12 +1,6 @@
-"""The embedded music21 dataset: a real `tiny` build from scratch (interrupted once with kill -9,
-then resumed), alignment of the three modalities, leak-free deterministic splits, cache
-corruption recovery, and browsing."""
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
+"""The embedded music21 dataset: a real `tiny` build from scratch (the `tiny` fixture of conftest.py:
+interrupted once with kill -9, then resumed), alignment of the three modalities, leak-free
+deterministic splits, cache corruption recovery, and browsing."""
 from pathlib import Path
 
 import numpy as np
@@ -16,29 +10,6 @@ from mmkit.data import load_bundle
 from mmkit.data.browse import list_triplets, show_triplet, triplet
 from mmkit.data.build import _item_dir, build_dataset, select_works
 from mmkit.data.render import AUDIO_SECONDS, IMAGE_SHAPE, SAMPLE_RATE
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """Build `tiny` in a fresh cache: a CLI run killed after 15 s, then a resumed run to completion."""
-    cache = tmp_path_factory.mktemp("cache")
-    card = cache / "card.md"
-    cmd = [sys.executable, "-m", "mmkit", "build-data", "--preset", "tiny", "--cache", str(cache), "--card", str(card),
-           "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole group: main process and workers
-        proc.wait()
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    last = done.stdout.strip().splitlines()[-1]
-    return {"cache": cache, "card": card, "last_line": last, "data": load_bundle(json_bundle(done.stdout))}
-
-
-def json_bundle(stdout: str) -> str:
-    return next(line.split(": ", 1)[1] for line in stdout.splitlines() if line.startswith("bundle: "))
 
 
 def test_cli_summary_line_and_card(tiny):

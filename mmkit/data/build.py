@@ -1,7 +1,8 @@
 """Build the embedded dataset: music21 excerpts -> aligned (audio, score image, caption) triplets.
 
 Pipeline per work (in a worker process): parse -> cut a 4-bar excerpt -> MIDI -> audio
-(tinysoundfont) -> engraving (verovio, cairosvg) -> descriptors and caption -> features. Each item
+(tinysoundfont) -> engraving (verovio, cairosvg) -> descriptors and caption; then features
+(cached per feature version, so a feature change does not re-render the media). Each item
 lands in a **content-addressed cache** directory ``<cache>/items/<hash>/`` (hash of the work key
 and the render version) with its files written atomically and an ``ok.json`` listing their
 SHA-256 written last. A rerun reuses verified items (so an interrupted build resumes), rebuilds
@@ -34,7 +35,6 @@ __all__ = ["PRESET_SPECS", "PresetSpec", "select_works", "build_item", "build_da
 
 #: Bump when rendering or features change: every cached item is then rebuilt.
 RENDER_VERSION = "1"
-_ITEM_FILES = ("audio.wav", "image.png", "logmel.npy", "features.npz", "meta.json")
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class PresetSpec:
 _FOLK = {"essenFolksong": 0.45, "oneills1850": 0.25, "ryansMammoth": 0.15, "airdsAirs": 0.15}
 PRESET_SPECS = {
     # tiny: fast folk material only; larger val/test shares so retrieval metrics mean something
-    "tiny": PresetSpec(160, _FOLK, (0.5, 0.25, 0.25)),
+    "tiny": PresetSpec(200, _FOLK, (0.5, 0.2, 0.3)),
     "small": PresetSpec(2000, {"essenFolksong": 0.40, "oneills1850": 0.17, "ryansMammoth": 0.13, "airdsAirs": 0.10,
                                "bach": 0.08, "palestrina": 0.06, "miscFolk": 0.03, "trecento": 0.015,
                                "monteverdi": 0.015}, (0.8, 0.1, 0.1)),
@@ -146,9 +146,6 @@ def build_item(work_dict: dict, item_dir: str) -> dict:
         stage = "caption"
         desc = captions.describe(excerpt)
         caption = captions.make_caption(work, desc)
-        stage = "features"
-        audio_vec, mel = features.audio_features(audio, render.SAMPLE_RATE)
-        image_vec = features.image_features(image)
     except Exception as exc:  # noqa: BLE001 - every failure is counted by stage and reason, never fatal
         reason = f"{stage}: {type(exc).__name__}"
         atomic_write_json(out / "failed.json", {"key": work.key, "reason": reason, "detail": str(exc)[:500]})
@@ -165,17 +162,12 @@ def build_item(work_dict: dict, item_dir: str) -> dict:
     png = io.BytesIO()
     Image.fromarray(image).save(png, format="PNG", optimize=True)
     put("image.png", png.getvalue())
-    npy = io.BytesIO()
-    np.save(npy, mel.astype(np.float16))
-    put("logmel.npy", npy.getvalue())
-    feats = io.BytesIO()
-    np.savez(feats, audio=audio_vec, image=image_vec)
-    put("features.npz", feats.getvalue())
     meta = {"work": work.to_dict(), "caption": caption, "descriptors": desc, "group": group, "bpm": bpm,
             "ink": ink, "n_measures": len(excerpt.parts[0].getElementsByClass("Measure")),
             "quarter_length": float(excerpt.highestTime)}
     put("meta.json", json.dumps(meta, indent=1, default=str).encode())
     atomic_write_json(out / "ok.json", {"files": files})
+    features.item_features(out, render.SAMPLE_RATE)  # computed here, in parallel, while the media are fresh
     return {"status": "ok", "key": work.key}
 
 
@@ -190,7 +182,9 @@ def _split_of(group: str, seed: int, fractions: tuple[float, float, float]) -> s
 
 def bundle_name(preset: str, collections: tuple[str, ...] | None, seed: int) -> str:
     suffix = "" if not collections else "-" + hashlib.sha1(",".join(sorted(collections)).encode()).hexdigest()[:8]
-    return f"music21-{preset}-seed{seed}-v{RENDER_VERSION}{suffix}"
+    from .features import FEATURE_VERSION
+
+    return f"music21-{preset}-seed{seed}-v{RENDER_VERSION}.{FEATURE_VERSION}{suffix}"
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -271,6 +265,8 @@ def build_dataset(preset: str = "tiny", cache: str | os.PathLike | None = None,
 
 
 def _assemble(preset, cache, metas, spec, seed, collections, progress) -> dict:
+    from .features import item_features
+    from .render import SAMPLE_RATE
     from .text_embed import embed_texts
 
     root = cache / "bundles" / bundle_name(preset, collections, seed)
@@ -282,8 +278,7 @@ def _assemble(preset, cache, metas, spec, seed, collections, progress) -> dict:
     for (work, d, meta), emb in zip(metas, text):
         split = _split_of(meta["group"], seed, spec.split)
         h = d.name
-        with np.load(d / "features.npz") as f:
-            audio, image = f["audio"], f["image"]
+        audio, image = item_features(d, SAMPLE_RATE)
         for name, ext in (("audio.wav", "wav"), ("image.png", "png")):
             _link_or_copy(d / name, media / f"{h}.{ext}")
         rows = splits[split]
