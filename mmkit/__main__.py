@@ -1,8 +1,7 @@
 """Command-line entry point: ``python -m mmkit <command>``.
 
-``build-data`` and ``train`` work today; ``evaluate`` and ``reproduce`` are listed so that
-``--help`` shows the intended interface, and say "not yet available" (exit status 2) until
-their issues land.
+``build-data``, ``train`` and ``evaluate`` work today; ``reproduce`` is listed so that ``--help``
+shows the intended interface, and says "not yet available" (exit status 2) until its issue lands.
 """
 from __future__ import annotations
 
@@ -10,9 +9,9 @@ import argparse
 import json
 import math
 import sys
+from pathlib import Path
 
 _PENDING = {
-    "evaluate": "evaluating runs on the nine retrieval tasks",
     "reproduce": "the full pipeline (dataset, training, evaluation, reports/)",
 }
 
@@ -48,12 +47,35 @@ def _train(args) -> int:
             values[key] = value
     config = TrainConfig.from_dict(values)
     data = resolve_data(args.data, cache_dir=args.cache, progress=not args.no_progress)
-    summary = fit(config, data, args.out, progress=not args.no_progress)
+    spec = args.data if args.data in ("tiny", "small", "full", "synthetic") else str(Path(args.data).resolve())
+    summary = fit(config, data, args.out, progress=not args.no_progress, data_spec=spec)
     tasks = summary["val_tasks"]
     print(f"best epoch {summary['best_epoch']}: val mean MRR {summary['val_score']:.4f}")
     for name, m in tasks.items():
         print(f"  {name:<8} R@1 {m['R@1']:6.2f}  R@10 {m['R@10']:6.2f}  MRR {m['MRR']:.4f}  MR {m['MR']:g}")
     print(f"run directory: {args.out}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .evaluate import aggregate, evaluate_run, write_rows_csv
+
+    results = [evaluate_run(run, split=args.split, distance=args.distance, fusion=args.fusion,
+                            n_samples=args.samples, n_projections=args.projections) for run in args.runs]
+    rows = aggregate(results)
+    table: dict = {}
+    for row in rows:
+        key = (row["method"], row["lambda_s"], row["task"])
+        table.setdefault(key, {})[row["metric"]] = row
+    print(f"{'method':<10}{'lambda_s':>9}  {'task':<8}" + "".join(f"{m:>16}" for m in ("R@1", "R@5", "R@10", "R@15", "MRR"))
+          + f"{'MR':>10}{'seeds':>7}")
+    for (method, lam, task), metrics in table.items():
+        cells = "".join(f"{metrics[m]['mean']:>9.3f} ±{metrics[m]['std']:>5.3f}" if m == "MRR" else
+                        f"{metrics[m]['mean']:>9.2f} ±{metrics[m]['std']:>5.2f}" for m in ("R@1", "R@5", "R@10", "R@15", "MRR"))
+        print(f"{method:<10}{lam:>9}  {task:<8}{cells}{metrics['MR']['mean']:>10.1f}{metrics['MR']['n_seeds']:>7}")
+    csv_path = Path(args.csv) if args.csv else Path(args.runs[0]).resolve().parent / f"evaluation_{args.split}.csv"
+    write_rows_csv(rows, csv_path)
+    print(f"wrote {csv_path}")
     return 0
 
 
@@ -82,15 +104,25 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--config", type=argparse.FileType("r"), help="JSON file of TrainConfig fields")
     t.add_argument("--out", required=True, help="run directory; re-running the same command resumes")
     t.add_argument("--no-progress", action="store_true")
+    e = sub.add_parser("evaluate", help="evaluate runs (one seed each) on every task their method supports")
+    e.add_argument("--runs", nargs="+", required=True, help="run directories written by `train`")
+    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.add_argument("--distance", default="ssw", choices=["ssw", "kl", "elk", "cosine"])
+    e.add_argument("--fusion", default="product", choices=["product", "pooled"])
+    e.add_argument("--samples", type=int, default=32, help="vMF samples per item for SSW")
+    e.add_argument("--projections", type=int, default=50, help="SSW projections")
+    e.add_argument("--csv", default=None, help="CSV path (default: <runs' parent>/evaluation_<split>.csv)")
     for name, what in _PENDING.items():
         sub.add_parser(name, help=f"{what} (not yet available)")
     args, extra = parser.parse_known_args(argv)
-    if args.command in ("train", "build-data"):
+    if args.command in ("train", "build-data", "evaluate"):
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.command == "build-data":
             args.card = args.card or None
             return _build_data(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
         return _train(args)
     print(f"mmkit {args.command}: not yet available — {_PENDING[args.command]} lands with a later issue.",
           file=sys.stderr)

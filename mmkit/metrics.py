@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["ranks_from_scores", "recall_at_k", "mean_reciprocal_rank", "median_rank", "summarize_ranks",
-           "RECALL_KS"]
+           "RECALL_KS", "chance_level", "aggregate_over_seeds", "paired_bootstrap"]
 
 RECALL_KS = (1, 5, 10, 15)
 
@@ -71,3 +71,52 @@ def summarize_ranks(ranks: Tensor, ks=RECALL_KS) -> dict[str, float]:
     out["MRR"] = mean_reciprocal_rank(ranks)
     out["MR"] = median_rank(ranks)
     return out
+
+
+def chance_level(gallery_size: int, ks=RECALL_KS) -> dict[str, float]:
+    """Expected metrics of a random ranking over ``gallery_size`` items (R@k in %, MRR, MR)."""
+    n = gallery_size
+    out = {f"R@{k}": 100.0 * min(k, n) / n for k in ks}
+    out["MRR"] = sum(1.0 / r for r in range(1, n + 1)) / n
+    out["MR"] = (n + 1) / 2.0
+    return out
+
+
+def aggregate_over_seeds(values: list[float]) -> tuple[float, float, int]:
+    """(mean, sample standard deviation (ddof = 1; 0 for one seed), number of seeds)."""
+    t = torch.tensor(values, dtype=torch.float64)
+    std = float(t.std(unbiased=True)) if len(values) > 1 else 0.0
+    return float(t.mean()), std, len(values)
+
+
+def paired_bootstrap(ranks_a: Tensor, ranks_b: Tensor, metric: str = "MRR", n_resamples: int = 10_000,
+                     seed: int = 0) -> dict[str, float]:
+    """Paired bootstrap of the difference ``metric(a) - metric(b)`` on the same queries.
+
+    Queries are resampled with replacement (Efron & Tibshirani 1993); returns the observed
+    difference, a 95 % percentile interval and a two-sided p-value (twice the smaller tail share
+    of resampled differences on the other side of zero).
+
+    Parameters
+    ----------
+    ranks_a, ranks_b : Tensor (Q,) ranks of the same queries under two methods
+    metric : "MRR" or "R@k"
+    """
+    if ranks_a.shape != ranks_b.shape or ranks_a.dim() != 1:
+        raise ValueError(f"ranks must be two (Q,) tensors of the same queries, got {tuple(ranks_a.shape)} "
+                         f"and {tuple(ranks_b.shape)}")
+    if metric == "MRR":
+        per_query_a, per_query_b = 1.0 / ranks_a, 1.0 / ranks_b
+    elif metric.startswith("R@"):
+        k = int(metric[2:])
+        per_query_a, per_query_b = 100.0 * (ranks_a <= k).double(), 100.0 * (ranks_b <= k).double()
+    else:
+        raise ValueError(f"metric must be 'MRR' or 'R@k', got {metric!r}")
+    diff = (per_query_a - per_query_b).double()
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, len(diff), (n_resamples, len(diff)), generator=g)
+    boot = diff[idx].mean(1)
+    observed = float(diff.mean())
+    p = 2.0 * min(float((boot <= 0).double().mean()), float((boot >= 0).double().mean()))
+    lo, hi = torch.quantile(boot, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return {"difference": observed, "ci_low": lo, "ci_high": hi, "p_value": min(1.0, p)}

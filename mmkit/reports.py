@@ -1,16 +1,17 @@
-"""Reports: the dataset card (and, with the evaluation issue, the paper-layout tables).
+"""Reports: the dataset card and the paper-layout tables (Markdown, LaTeX with booktabs, CSV).
 
 Every file is written atomically: a reader never sees a half-written report.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections import Counter
 
 from .io import atomic_write_text
 
-__all__ = ["caption_diversity", "write_dataset_card"]
+__all__ = ["caption_diversity", "write_dataset_card", "write_table", "write_paper_tables", "pivot"]
 
 
 def caption_diversity(captions: list[str]) -> dict:
@@ -54,3 +55,140 @@ def write_dataset_card(path: str | os.PathLike, summary: dict) -> None:
     for ex in summary["examples"]:
         lines.append(f"- `{ex['id']}` ({ex['collection']}): {ex['caption']}")
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------
+# paper-layout tables (Tables 2-10 analogues) from long-format rows
+# ----------------------------------------------------------------------------------------------
+METHOD_ORDER = ("pcme", "mpc", "baseline", "proposed", "ls_only")
+METHOD_LABELS = {"pcme": "PCME", "mpc": "MPC", "baseline": "Baseline", "proposed": "Proposed",
+                 "ls_only": "L_S only"}
+RECALL_TABLES = {
+    "recall_image": ("A->I", "T->I", "A&T->I"),
+    "recall_text": ("A->T", "I->T", "A&I->T"),
+    "recall_audio": ("I->A", "T->A", "I&T->A"),
+}
+MULTIMODAL_TASKS = ("A&T->I", "A&I->T", "I&T->A")
+_LOWER_IS_BETTER = {"MR", "sec_per_triplet"}
+
+
+def _fmt(metric: str, mean: float, std: float) -> str:
+    if metric == "MR":
+        return f"{mean:.1f}"
+    if metric == "MRR":
+        return f"{mean:.3f} ± {std:.3f}"
+    if metric == "sec_per_triplet":
+        return f"{mean:.5f} ± {std:.5f}"
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+def _lambda_sort(lam: str) -> float:
+    return float(lam) if lam not in ("", "inf") else (math.inf if lam == "inf" else -1.0)
+
+
+def pivot(rows: list[dict], row_key, columns: list[tuple[str, str]]) -> tuple[list[tuple], dict]:
+    """Index ``rows`` by (row_key(row), task, metric); returns sorted row keys and the lookup."""
+    cells: dict = {}
+    keys = []
+    for r in rows:
+        k = row_key(r)
+        if k is None:
+            continue
+        if (r["task"], r["metric"]) in columns:
+            cells[(k, r["task"], r["metric"])] = r
+            if k not in keys:
+                keys.append(k)
+    return keys, cells
+
+
+def _render(name: str, title: str, label_cols: list[str], keys: list[tuple], labels, columns, cells) -> tuple[str, str]:
+    """Markdown and LaTeX (booktabs, best mean per column in bold) of a pivoted table."""
+    best = {}
+    for col in columns:
+        vals = [cells[(k, *col)]["mean"] for k in keys if (k, *col) in cells]
+        if len(vals) > 1:
+            best[col] = min(vals) if col[1] in _LOWER_IS_BETTER else max(vals)
+    head = label_cols + [f"{task} {metric}" for task, metric in columns]
+    md = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(label_cols) + "---:|" * len(columns)]
+    tex_title = (title.replace("%", "\\%").replace("±", "$\\pm$").replace("λ_S", "$\\lambda_S$")
+                 .replace("L_S", "$L_S$"))
+    tex = ["\\begin{table}[t]", "\\centering", f"\\caption{{{tex_title}}}", f"\\label{{tab:{name}}}",
+           "\\begin{tabular}{" + "l" * len(label_cols) + "r" * len(columns) + "}", "\\toprule",
+           " & ".join(h.replace("&", "\\&").replace("->", "$\\to$").replace("λ_S", "$\\lambda_S$") for h in head)
+           + " \\\\",
+           "\\midrule"]
+    for k in keys:
+        md_cells, tex_cells = [], []
+        for col in columns:
+            r = cells.get((k, *col))
+            if r is None:
+                md_cells.append("–")
+                tex_cells.append("--")
+                continue
+            text = _fmt(col[1], r["mean"], r["std"])
+            is_best = col in best and r["mean"] == best[col]
+            md_cells.append(f"**{text}**" if is_best else text)
+            tex_text = text.replace("±", "$\\pm$")
+            tex_cells.append(f"\\textbf{{{tex_text}}}" if is_best else tex_text)
+        lab = labels(k)
+        md.append("| " + " | ".join(lab + md_cells) + " |")
+        tex.append(" & ".join([x.replace("_", "\\_").replace("–", "--") for x in lab] + tex_cells) + " \\\\")
+    tex += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    return "\n".join(md) + "\n", "\n".join(tex) + "\n"
+
+
+def write_table(outdir: str | os.PathLike, name: str, rows: list[dict], title: str, row_key, labels,
+                label_cols: list[str], columns: list[tuple[str, str]]) -> list[str]:
+    """Write ``<name>.md``, ``<name>.tex`` and ``<name>.csv`` (the long rows it shows) atomically."""
+    from pathlib import Path
+
+    from .evaluate import write_rows_csv
+
+    keys, cells = pivot(rows, row_key, columns)
+    md, tex = _render(name, title, label_cols, keys, labels, columns, cells)
+    out = Path(outdir)
+    atomic_write_text(out / f"{name}.md", md)
+    atomic_write_text(out / f"{name}.tex", tex)
+    shown = [cells[(k, *c)] for k in keys for c in columns if (k, *c) in cells]
+    write_rows_csv(shown, out / f"{name}.csv")
+    return [str(out / f"{name}.{ext}") for ext in ("md", "tex", "csv")]
+
+
+def write_paper_tables(rows: list[dict], outdir: str | os.PathLike) -> list[str]:
+    """Tables 2-4 (recall per target modality), 8/9 (lambda sweep) and 10 (limit cases) analogues.
+
+    ``rows`` are long-format rows (:func:`mmkit.evaluate.aggregate`); methods at lambda_s = 1 (and
+    PCME / MPC) fill the recall tables, every Proposed lambda_s fills the sweep, and Baseline,
+    Proposed at 1e-12 and 1, and L_S only fill the limits table. Nothing is typed in.
+    """
+    written = []
+
+    def method_key(r):
+        main = (r["method"] in ("pcme", "mpc", "baseline", "ls_only")) or (r["method"] == "proposed" and r["lambda_s"] == "1")
+        return (r["dataset"], METHOD_ORDER.index(r["method"])) if main else None
+
+    def method_labels(k):
+        return [k[0], METHOD_LABELS[METHOD_ORDER[k[1]]]]
+
+    for name, tasks in RECALL_TABLES.items():
+        target = {"recall_image": "image", "recall_text": "text", "recall_audio": "audio"}[name]
+        cols = [(t, m) for t in tasks for m in ("R@5", "R@10", "R@15")]
+        written += write_table(outdir, name, [r for r in rows if r["method"] != "ls_only"],
+                               f"R@k (%) for multimodal {target} retrieval, mean ± std over seeds",
+                               method_key, method_labels, ["dataset", "method"], cols)
+    cols = [(t, m) for t in MULTIMODAL_TASKS for m in ("MRR", "R@1", "MR")]
+    sweep = sorted((r for r in rows if r["method"] == "proposed"), key=lambda r: _lambda_sort(r["lambda_s"]))
+    written += write_table(outdir, "lambda_sweep", sweep, "Weight λ_S of L_S for multimodal queries",
+                           lambda r: (r["dataset"], r["lambda_s"]), lambda k: [k[0], "Proposed", k[1]],
+                           ["dataset", "method", "λ_S"], cols)
+
+    def limit_key(r):
+        if r["method"] == "baseline" or r["method"] == "ls_only" or (r["method"] == "proposed" and r["lambda_s"] in ("1e-12", "1")):
+            return (r["dataset"], METHOD_ORDER.index(r["method"]), _lambda_sort(r["lambda_s"]), r["lambda_s"])
+        return None
+
+    limits = sorted((r for r in rows if limit_key(r) is not None), key=limit_key)
+    written += write_table(outdir, "lambda_limits", limits, "Limit cases of λ_S for multimodal queries", limit_key,
+                           lambda k: [k[0], METHOD_LABELS[METHOD_ORDER[k[1]]], k[3] or "–"],
+                           ["dataset", "method", "λ_S"], cols)
+    return written

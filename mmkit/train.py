@@ -342,8 +342,11 @@ LOG_FIELDS = ["epoch", "loss", "L_C", "L_S", "VIB", "val_score", "val_R@1_mean",
 
 
 def fit(config: TrainConfig, data: Mapping[str, FeatureSplit], out: str | Path, progress: bool = True,
-        stop_after_steps: int | None = None) -> dict:
+        stop_after_steps: int | None = None, data_spec: str | None = None) -> dict:
     """Train ``config`` on ``data["train"]``, select on ``data["val"]``, write the run directory ``out``.
+
+    ``data_spec`` (a preset name or bundle path) is recorded in the manifest so that
+    ``mmkit evaluate`` can reload the same data (checked against the stored data hash).
 
     Re-running with the same ``out`` resumes from the last checkpoint (the config must match).
     ``stop_after_steps`` stops the process-level loop early (for interruption tests); the run
@@ -386,7 +389,7 @@ def fit(config: TrainConfig, data: Mapping[str, FeatureSplit], out: str | Path, 
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {
         "git_commit": _git_commit(), "versions": _versions(), "seed": config.seed,
         "data_sha256": data_fingerprint(data), "in_dims": in_dims, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "threads": config.threads, "device": str(device), "resumes": 0}
+        "threads": config.threads, "device": str(device), "resumes": 0, "data": data_spec}
     if state is not None:
         manifest["resumes"] = manifest.get("resumes", 0) + 1
         if manifest.get("data_sha256") != data_fingerprint(data):

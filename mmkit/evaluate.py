@@ -1,0 +1,108 @@
+"""Evaluate trained runs on the retrieval tasks and aggregate over seeds.
+
+One run = one method and one seed. :func:`evaluate_run` encodes the chosen split with the run's
+best model and ranks every task the method supports; :func:`aggregate` turns several runs into
+long-format rows ``dataset, method, task, metric, lambda_s, distance, mean, std, n_seeds`` (the
+layout of every table in ``reports/tables``).
+
+Which tasks a method answers: the vMF methods (proposed, baseline, ls_only) all nine paper tasks
+with the chosen distributional distance; PCME and MPC (Gaussian embeddings) T->I and I->T, and MPC
+also the composed queries, ranked by mean-cosine with precision-weighted fusion (the product of
+isotropic Gaussians) — as in the paper, where the competitors appear on T<->I only.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from .data import resolve_data
+from .metrics import aggregate_over_seeds, chance_level
+from .retrieval import PAPER_TASKS, evaluate_tasks, parse_task
+from .train import CheckpointError, data_fingerprint, encode_split, load_run_model
+
+__all__ = ["METRICS", "tasks_for_method", "evaluate_run", "aggregate", "write_rows_csv"]
+
+METRICS = ("R@1", "R@5", "R@10", "R@15", "MRR", "MR")
+_TI = (parse_task("T->I"), parse_task("I->T"))
+_COMPOSED = (parse_task("A&T->I"), parse_task("A&I->T"), parse_task("I&T->A"))
+
+
+def tasks_for_method(method: str):
+    if method in ("proposed", "baseline", "ls_only"):
+        return PAPER_TASKS
+    if method == "pcme":
+        return _TI
+    if method == "mpc":
+        return _TI + _COMPOSED
+    raise ValueError(f"unknown method {method!r}")
+
+
+def evaluate_run(run: str | Path, split: str = "test", distance: str = "ssw", fusion: str = "product",
+                 data=None, dataset_name: str | None = None, n_samples: int = 32, n_projections: int = 50,
+                 seed: int = 0) -> dict:
+    """Metrics (and per-query ranks) of one run on ``split``.
+
+    ``data`` (a mapping of splits) defaults to the data recorded in the run's manifest, whose hash
+    must match the one the run was trained on.
+    """
+    run = Path(run)
+    config, model = load_run_model(run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    if data is None:
+        spec = manifest.get("data")
+        if not spec:
+            raise CheckpointError(f"{run}: the manifest does not record its data; pass data= explicitly")
+        data = resolve_data(spec, progress=False)
+        if data_fingerprint(data) != manifest["data_sha256"]:
+            raise CheckpointError(f"{run}: the data at {spec!r} differ from those the run was trained on")
+    part = data[split]
+    params = encode_split(model, part)
+    present = {m: torch.from_numpy(part.present[m].copy()) for m in params}
+    dist = distance if config.family == "vmf" else "cosine"
+    tasks = evaluate_tasks(params, present, tasks=tasks_for_method(config.method), distance=dist, fusion=fusion,
+                           return_ranks=True, n_samples=n_samples, n_projections=n_projections, seed=seed)
+    for name, metrics in tasks.items():
+        metrics["chance"] = chance_level(metrics["n"])
+    return {"run": str(run), "method": config.method, "seed": config.seed,
+            "lambda_s": None if config.family == "gaussian" else config.lambda_s, "distance": dist,
+            "dataset": dataset_name or str(manifest.get("data") or "unknown"), "split": split, "tasks": tasks}
+
+
+def aggregate(results: Iterable[dict]) -> list[dict]:
+    """Long-format rows over seeds: one per (dataset, method, lambda_s, distance, task, metric)."""
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    for r in results:
+        lam = r["lambda_s"]
+        lam_key = "" if lam is None else ("inf" if lam == math.inf else f"{lam:g}")
+        for task, metrics in r["tasks"].items():
+            for metric in METRICS:
+                groups[(r["dataset"], r["method"], task, metric, lam_key, r["distance"])].append(metrics[metric])
+    rows = []
+    for (dataset, method, task, metric, lam, distance), values in sorted(groups.items()):
+        mean, std, n = aggregate_over_seeds(values)
+        rows.append({"dataset": dataset, "method": method, "task": task, "metric": metric, "lambda_s": lam,
+                     "distance": distance, "mean": mean, "std": std, "n_seeds": n})
+    return rows
+
+
+def write_rows_csv(rows: list[dict], path: str | Path) -> Path:
+    """Write long-format rows as CSV (atomically)."""
+    import csv
+    import io
+
+    from .io import atomic_write_text
+
+    fields = ["dataset", "method", "task", "metric", "lambda_s", "distance", "mean", "std", "n_seeds"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in fields})
+    return atomic_write_text(path, buf.getvalue())
+
+

@@ -1,0 +1,81 @@
+"""Evaluation of runs, aggregation over seeds, chance levels and the paired bootstrap."""
+import csv
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mmkit.data import load_bundle, make_synthetic_bundle
+from mmkit.evaluate import aggregate, evaluate_run, tasks_for_method
+from mmkit.metrics import aggregate_over_seeds, chance_level, paired_bootstrap, ranks_from_scores, summarize_ranks
+from mmkit.train import TrainConfig, fit
+
+FAST = dict(epochs=2, batch_size=64, hidden=32, dim=8, n_samples=8, n_projections=10)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ev")
+    bundle = make_synthetic_bundle(root / "b", n_items=(256, 64, 64), dims={"audio": 16, "image": 20, "text": 12}, seed=5)
+    data = load_bundle(bundle)
+    out = {}
+    for method in ("proposed", "baseline", "pcme", "mpc"):
+        for seed in (0, 1):
+            fit(TrainConfig(method=method, seed=seed, **FAST), data, root / f"{method}{seed}", progress=False,
+                data_spec=str(bundle))
+            out[(method, seed)] = root / f"{method}{seed}"
+    return out
+
+
+def test_chance_level_matches_a_random_ranking():
+    c = chance_level(50)
+    g = torch.Generator().manual_seed(0)
+    ranks = ranks_from_scores(torch.rand(2000, 50, generator=g), targets=torch.randint(0, 50, (2000,), generator=g))
+    s = summarize_ranks(ranks)
+    assert abs(s["R@10"] - c["R@10"]) < 3.0 and abs(s["MRR"] - c["MRR"]) < 0.01 and abs(s["MR"] - c["MR"]) <= 3
+
+
+def test_aggregate_over_seeds_and_bootstrap():
+    assert aggregate_over_seeds([1.0, 3.0]) == (2.0, math.sqrt(2.0), 2)
+    assert aggregate_over_seeds([5.0]) == (5.0, 0.0, 1)
+    better = torch.tensor([1.0, 1.0, 2.0, 1.0] * 25, dtype=torch.float64)
+    worse = torch.tensor([3.0, 8.0, 5.0, 2.0] * 25, dtype=torch.float64)
+    out = paired_bootstrap(better, worse, "MRR", n_resamples=2000)
+    assert out["difference"] > 0 and out["ci_low"] > 0 and out["p_value"] < 0.01
+    same = paired_bootstrap(better, better, "R@1", n_resamples=500)
+    assert same["difference"] == 0 and same["p_value"] == 1.0
+    with pytest.raises(ValueError, match="same queries"):
+        paired_bootstrap(better, worse[:10])
+
+
+def test_evaluate_runs_and_aggregate(runs):
+    results = [evaluate_run(runs[(m, s)], distance="kl") for m in ("proposed", "baseline") for s in (0, 1)]
+    results += [evaluate_run(runs[(m, s)]) for m in ("pcme", "mpc") for s in (0, 1)]
+    assert set(results[0]["tasks"]) == {"A->I", "T->I", "A&T->I", "A->T", "I->T", "A&I->T", "I->A", "T->A", "I&T->A"}
+    assert set(results[-1]["tasks"]) == {"T->I", "I->T", "A&T->I", "A&I->T", "I&T->A"}
+    assert set(results[-3]["tasks"]) == {"T->I", "I->T"}
+    assert results[0]["tasks"]["A->I"]["chance"]["R@10"] == pytest.approx(100 * 10 / 64)
+    rows = aggregate(results)
+    first = [r for r in rows if r["method"] == "proposed" and r["task"] == "A->I" and r["metric"] == "MRR"]
+    assert len(first) == 1 and first[0]["n_seeds"] == 2 and first[0]["lambda_s"] == "1" and first[0]["distance"] == "kl"
+    per_seed = [res["tasks"]["A->I"]["MRR"] for res in results[:2]]
+    assert first[0]["mean"] == pytest.approx(sum(per_seed) / 2)
+    pcme = [r for r in rows if r["method"] == "pcme"]
+    assert pcme and all(r["lambda_s"] == "" and r["distance"] == "cosine" for r in pcme)
+    assert tasks_for_method("baseline")[0] == (("audio",), "image")
+
+
+def test_evaluate_cli_writes_csv(runs, tmp_path):
+    out = tmp_path / "eval.csv"
+    cmd = [sys.executable, "-m", "mmkit", "evaluate", "--runs", str(runs[("proposed", 0)]), str(runs[("proposed", 1)]),
+           "--samples", "8", "--projections", "10", "--csv", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "A&T->I" in done.stdout
+    with open(out) as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["dataset", "method", "task", "metric", "lambda_s", "distance", "mean", "std", "n_seeds"]
+    assert {r["metric"] for r in rows} == {"R@1", "R@5", "R@10", "R@15", "MRR", "MR"}
+    assert all(r["n_seeds"] == "2" and r["distance"] == "ssw" for r in rows)

@@ -1,0 +1,49 @@
+"""Paper-layout tables round-trip from stored long-format rows (never typed-in numbers)."""
+import csv
+
+from mmkit.reports import caption_diversity, write_paper_tables
+
+
+def _rows():
+    rows = []
+    for method, lam, base in (("baseline", "0", 10.0), ("proposed", "1", 12.0), ("proposed", "0.1", 11.0),
+                              ("proposed", "1e-12", 10.1), ("ls_only", "inf", 1.0), ("pcme", "", 5.0)):
+        tasks = ("T->I", "I->T") if method == "pcme" else ("A->I", "T->I", "A&T->I", "A->T", "I->T", "A&I->T",
+                                                            "I->A", "T->A", "I&T->A")
+        for i, task in enumerate(tasks):
+            for metric, scale in (("R@1", 1), ("R@5", 2), ("R@10", 3), ("R@15", 4), ("MRR", 0.01), ("MR", 5)):
+                rows.append({"dataset": "music21-small", "method": method, "task": task, "metric": metric,
+                             "lambda_s": lam, "distance": "ssw" if method != "pcme" else "cosine",
+                             "mean": base * scale + i, "std": 0.5, "n_seeds": 3})
+    return rows
+
+
+def test_tables_round_trip(tmp_path):
+    rows = _rows()
+    files = write_paper_tables(rows, tmp_path)
+    names = {p.rsplit("/", 1)[1] for p in files}
+    for name in ("recall_image", "recall_text", "recall_audio", "lambda_sweep", "lambda_limits"):
+        assert {f"{name}.md", f"{name}.tex", f"{name}.csv"} <= names
+    with open(tmp_path / "recall_image.csv") as fh:
+        back = list(csv.DictReader(fh))
+    index = {(r["method"], r["lambda_s"], r["task"], r["metric"]): r for r in rows}
+    for r in back:
+        src = index[(r["method"], r["lambda_s"], r["task"], r["metric"])]
+        assert float(r["mean"]) == src["mean"] and int(r["n_seeds"]) == 3
+    assert {r["method"] for r in back} == {"baseline", "proposed", "pcme"}
+    assert {r["lambda_s"] for r in back if r["method"] == "proposed"} == {"1"}
+    md = (tmp_path / "recall_image.md").read_text()
+    best = index[("proposed", "1", "A->I", "R@5")]["mean"]
+    assert f"**{best:.2f} ± 0.50**" in md  # best in bold
+    assert "PCME" in md and "–" in md          # PCME has no A->I: a dash
+    tex = (tmp_path / "recall_image.tex").read_text()
+    assert "\\toprule" in tex and "\\textbf{" in tex and "\\%" in tex
+    sweep = (tmp_path / "lambda_sweep.md").read_text()
+    assert sweep.index("| 1e-12 |") < sweep.index("| 0.1 |") < sweep.index("| 1 |")
+    limits = (tmp_path / "lambda_limits.md").read_text()
+    assert "L_S only" in limits and "Baseline" in limits and "| 0.1 |" not in limits
+
+
+def test_caption_diversity_best_r1():
+    d = caption_diversity(["a", "a", "b", "c"])
+    assert d["distinct"] == 3 and abs(d["best_text_r1"] - 100 * (0.5 + 0.5 + 1 + 1) / 4) < 1e-12
