@@ -25,7 +25,7 @@ from .metrics import aggregate_over_seeds, chance_level
 from .retrieval import PAPER_TASKS, evaluate_tasks, parse_task
 from .train import CheckpointError, data_fingerprint, encode_split, load_run_model
 
-__all__ = ["METRICS", "tasks_for_method", "evaluate_run", "aggregate", "write_rows_csv"]
+__all__ = ["METRICS", "tasks_for_method", "evaluate_run", "aggregate", "write_rows_csv", "kappa_reliability"]
 
 METRICS = ("R@1", "R@5", "R@10", "R@15", "MRR", "MR")
 _TI = (parse_task("T->I"), parse_task("I->T"))
@@ -106,3 +106,39 @@ def write_rows_csv(rows: list[dict], path: str | Path) -> Path:
     return atomic_write_text(path, buf.getvalue())
 
 
+
+
+def kappa_reliability(params, present, tasks=PAPER_TASKS, n_bins: int = 5, distance: str = "cosine",
+                      **score_kwargs) -> dict[str, dict]:
+    """Does the learned concentration predict retrieval success? (beyond the paper)
+
+    For each task, queries are binned by the quantiles of their (fused) kappa; returns per bin the
+    kappa range, the number of queries and R@1 (%), and the Spearman correlation between kappa and
+    the reciprocal rank over all queries (positive: confident queries are retrieved better).
+    """
+    from .retrieval import fuse_vmf_product
+
+    out = {}
+    ranked = evaluate_tasks(params, present, tasks=tasks, distance=distance, return_ranks=True, **score_kwargs)
+    for query, target in tasks:
+        name = "&".join({"audio": "A", "image": "I", "text": "T"}[m] for m in query) + "->" + \
+            {"audio": "A", "image": "I", "text": "T"}[target]
+        if name not in ranked:
+            continue
+        keep = present[target].clone().to(torch.bool)
+        for m in query:
+            keep &= present[m].to(torch.bool)
+        idx = keep.nonzero().squeeze(-1)
+        _, kappa = fuse_vmf_product([params[m][0][idx] for m in query], [params[m][1][idx] for m in query])
+        ranks = ranked[name]["ranks"]
+        order = torch.argsort(kappa)
+        bins = []
+        for chunk in torch.tensor_split(order, n_bins):
+            if chunk.numel():
+                bins.append({"kappa_min": float(kappa[chunk].min()), "kappa_max": float(kappa[chunk].max()),
+                             "n": int(chunk.numel()), "R@1": 100.0 * float((ranks[chunk] <= 1).double().mean())})
+        rk = torch.argsort(torch.argsort(kappa)).double()
+        rr = torch.argsort(torch.argsort(1.0 / ranks)).double()
+        rho = float(torch.corrcoef(torch.stack([rk, rr]))[0, 1]) if len(rk) > 2 else math.nan
+        out[name] = {"bins": bins, "spearman_kappa_vs_reciprocal_rank": rho}
+    return out
