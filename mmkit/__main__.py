@@ -1,7 +1,6 @@
 """Command-line entry point: ``python -m mmkit <command>``.
 
-``build-data``, ``train`` and ``evaluate`` work today; ``reproduce`` is listed so that ``--help``
-shows the intended interface, and says "not yet available" (exit status 2) until its issue lands.
+Commands: ``build-data``, ``train``, ``evaluate`` and ``reproduce`` (the notebook pipeline).
 """
 from __future__ import annotations
 
@@ -10,10 +9,6 @@ import json
 import math
 import sys
 from pathlib import Path
-
-_PENDING = {
-    "reproduce": "the full pipeline (dataset, training, evaluation, reports/)",
-}
 
 
 def _float_or_inf(text: str) -> float:
@@ -79,6 +74,20 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _reproduce(args) -> int:
+    from .pipeline import plan, run_plan
+
+    steps = plan(args.preset, data=args.data, runs_dir=args.runs_dir, tables_dir=args.tables_dir, cache=args.cache or "")
+    print(f"reproduce --preset {args.preset}: {len(steps)} notebook steps, {args.jobs} at a time "
+          f"(executed notebooks in {args.runs_dir}/notebooks)")
+    run_plan(steps, runs_dir=args.runs_dir, jobs=args.jobs, force=args.force)
+    written = sorted(str(p) for p in Path(args.tables_dir).glob("*.*"))
+    print("files written:")
+    for path in written:
+        print(f"  {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmkit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,21 +121,21 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--samples", type=int, default=32, help="vMF samples per item for SSW")
     e.add_argument("--projections", type=int, default=50, help="SSW projections")
     e.add_argument("--csv", default=None, help="CSV path (default: <runs' parent>/evaluation_<split>.csv)")
-    for name, what in _PENDING.items():
-        sub.add_parser(name, help=f"{what} (not yet available)")
+    r = sub.add_parser("reproduce", help="run the notebooks (dataset, training, evaluation) and write reports/")
+    r.add_argument("--preset", choices=["quick", "paper", "smoke"], default="quick")
+    r.add_argument("--data", default=None, help="preset or bundle directory (default: the preset's)")
+    r.add_argument("--cache", default=None)
+    r.add_argument("--jobs", type=int, default=2, help="notebooks executed at a time")
+    r.add_argument("--force", action="store_true", help="re-run steps whose inputs are unchanged")
+    r.add_argument("--runs-dir", dest="runs_dir", default="reports/runs")
+    r.add_argument("--tables-dir", dest="tables_dir", default="reports/tables")
     args, extra = parser.parse_known_args(argv)
-    if args.command in ("train", "build-data", "evaluate"):
-        if extra:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        if args.command == "build-data":
-            args.card = args.card or None
-            return _build_data(args)
-        if args.command == "evaluate":
-            return _evaluate(args)
-        return _train(args)
-    print(f"mmkit {args.command}: not yet available — {_PENDING[args.command]} lands with a later issue.",
-          file=sys.stderr)
-    return 2
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "build-data":
+        args.card = args.card or None
+    handler = {"build-data": _build_data, "train": _train, "evaluate": _evaluate, "reproduce": _reproduce}
+    return handler[args.command](args)
 
 
 if __name__ == "__main__":

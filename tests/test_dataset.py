@@ -31,6 +31,21 @@ def test_modalities_are_aligned(tiny):
             assert t.image.shape == IMAGE_SHAPE and (t.image < 128).mean() > 0.002  # not blank
 
 
+def test_audio_duration_matches_the_excerpt(tiny):
+    """The sounding part of each rendering lasts as long as the excerpt at its tempo (plus release)."""
+    import json
+
+    split = tiny["data"]["train"]
+    for row in range(0, len(split), 9):
+        meta = json.loads((_item_dir(tiny["cache"], str(split.ids[row])) / "meta.json").read_text())
+        expected = meta["quarter_length"] * 60.0 / meta["bpm"]
+        audio = triplet(split, row).audio
+        loud = np.flatnonzero(np.abs(audio) > 0.01)
+        sounding = (loud[-1] + 1) / SAMPLE_RATE
+        assert expected <= AUDIO_SECONDS - 0.5 + 1e-6
+        assert expected - 0.6 <= sounding <= expected + 2.0, (split.ids[row], expected, sounding)
+
+
 def test_captions_never_contain_the_title(tiny):
     from mmkit.data.corpus import list_works
 

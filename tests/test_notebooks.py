@@ -12,6 +12,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 TINY_PARAMETERS = {
     "01_dataset.ipynb": {"n_show": 2},
     "02_train.ipynb": {"epochs": 3, "hidden": 32},
+    "03_evaluate.ipynb": {},  # its runs come from the 02 run below
 }
 
 
@@ -25,15 +26,23 @@ def test_every_notebook_has_tiny_parameters_and_no_outputs():
                 assert not cell.outputs and cell.execution_count is None, f"{path.name} is committed with outputs"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_executes(path, tiny, tmp_path):
-    params = {"data": str(Path(tiny["data"]["train"].root)), **TINY_PARAMETERS[path.name]}
-    if "out" in declared_parameters(path):
-        params["out"] = str(tmp_path / "run")
+def _run(path, params, tmp_path):
     out = run_notebook(path, tmp_path / path.name, params, cwd=tmp_path, progress=False)
     executed = json.loads(out.read_text())
     errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+
+
+def test_notebooks_execute(tiny, tmp_path):
+    data = str(Path(tiny["data"]["train"].root))
+    by_name = {p.name: p for p in NOTEBOOKS}
+    _run(by_name["01_dataset.ipynb"], {"data": data, **TINY_PARAMETERS["01_dataset.ipynb"]}, tmp_path)
+    run = str(tmp_path / "run")
+    _run(by_name["02_train.ipynb"], {"data": data, "out": run, **TINY_PARAMETERS["02_train.ipynb"]}, tmp_path)
+    tables = tmp_path / "tables"
+    _run(by_name["03_evaluate.ipynb"], {"data": data, "runs": json.dumps([run]), "distance": "kl",
+                                        "tables_dir": str(tables)}, tmp_path)
+    assert (tables / "recall_image.md").is_file()
 
 
 def test_parameter_validation(tmp_path):

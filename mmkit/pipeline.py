@@ -1,0 +1,115 @@
+"""The reproduce pipeline: notebooks run by papermill in dependency order, skipping unchanged steps.
+
+A step is one notebook with its parameters. Its key is a SHA-256 of the notebook file, its
+parameters, the mmkit version and the keys of the steps it depends on; a step whose
+``<runs>/<name>/done.json`` holds the same key (and whose outputs exist) is skipped. Executed
+notebooks land in ``reports/runs/`` (git-ignored), tables in ``reports/tables/``.
+Independent steps run in parallel (``jobs`` papermill kernels at a time).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .io import atomic_write_json
+from .notebook import run_notebook
+
+__all__ = ["Step", "PIPELINE_PRESETS", "plan", "step_key", "run_plan"]
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+LAMBDA_SWEEP = (0.01, 0.1, 1.0, 10.0, 100.0)
+
+#: Pipeline presets: data, seeds and training settings.
+PIPELINE_PRESETS = {
+    "quick": {"data": "small", "seeds": (0, 1, 2), "train": {"epochs": 20, "batch_size": 128, "hidden": 256,
+                                                             "layers": 2}},
+    "paper": {"data": "full", "seeds": (0, 1, 2, 3, 4), "train": {"epochs": 40, "batch_size": 128, "hidden": 256,
+                                                                  "layers": 2}},
+    "smoke": {"data": "tiny", "seeds": (0,), "train": {"epochs": 2, "batch_size": 16, "hidden": 32, "layers": 1}},
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    notebook: str
+    parameters: dict = field(default_factory=dict)
+    after: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+
+
+def plan(preset: str = "quick", data: str | None = None, runs_dir: str = "reports/runs",
+         tables_dir: str = "reports/tables", cache: str = "") -> list[Step]:
+    """The steps of ``preset``: dataset, every training run (methods, lambda sweep, limits, seeds), evaluation."""
+    if preset not in PIPELINE_PRESETS:
+        raise ValueError(f"preset must be one of {tuple(PIPELINE_PRESETS)}, got {preset!r}")
+    cfg = PIPELINE_PRESETS[preset]
+    data = data or cfg["data"]
+    steps = [Step("dataset", "01_dataset.ipynb", {"data": data, "cache": cache, "n_show": 3})]
+    runs = []
+    variants = [("baseline", 0.0), ("pcme", 1.0), ("mpc", 1.0), ("ls_only", float("inf"))]
+    variants += [("proposed", lam) for lam in (1e-12, *LAMBDA_SWEEP)]
+    for method, lam in variants:
+        for seed in cfg["seeds"]:
+            tag = f"{method}-l{lam:g}-s{seed}"
+            out = str(Path(runs_dir) / "train" / tag)
+            params = {"data": data, "cache": cache, "method": method, "seed": seed, "lambda_s": 1.0 if lam == float("inf") else lam,
+                      "out": out, **cfg["train"]}
+            steps.append(Step(f"train-{tag}", "02_train.ipynb", params, ("dataset",), (str(Path(out) / "best.pt"),)))
+            runs.append(out)
+    steps.append(Step("evaluate", "03_evaluate.ipynb",
+                      {"runs": json.dumps(runs), "data": data, "cache": cache, "dataset_name": f"music21-{data}"
+                       if data in ("tiny", "small", "full") else Path(data).name, "tables_dir": tables_dir},
+                      tuple(s.name for s in steps if s.name.startswith("train-")),
+                      tuple(str(Path(tables_dir) / f"{t}.csv") for t in ("recall_image", "lambda_sweep"))))
+    return steps
+
+
+def step_key(step: Step, dependency_keys: list[str]) -> str:
+    from . import __version__
+
+    h = hashlib.sha256()
+    h.update((NOTEBOOKS / step.notebook).read_bytes())
+    h.update(json.dumps(step.parameters, sort_keys=True, default=str).encode())
+    h.update(__version__.encode())
+    for k in dependency_keys:
+        h.update(k.encode())
+    return h.hexdigest()
+
+
+def run_plan(steps: list[Step], runs_dir: str | os.PathLike = "reports/runs", jobs: int = 1, force: bool = False,
+             log=print) -> dict[str, str]:
+    """Execute ``steps`` (skipping unchanged ones); returns ``{step name: "ran" | "skipped"}``."""
+    runs_dir = Path(runs_dir)
+    by_name = {s.name: s for s in steps}
+    keys: dict[str, str] = {}
+    status: dict[str, str] = {}
+    pending = list(steps)
+
+    def execute(step: Step) -> str:
+        key = keys[step.name]
+        marker = runs_dir / "notebooks" / step.name / "done.json"
+        if not force and marker.is_file() and json.loads(marker.read_text()).get("key") == key \
+                and all(Path(o).exists() for o in step.outputs):
+            return "skipped"
+        run_notebook(NOTEBOOKS / step.notebook, runs_dir / "notebooks" / step.name / step.notebook, step.parameters,
+                     progress=False)
+        atomic_write_json(marker, {"key": key, "parameters": step.parameters})
+        return "ran"
+
+    while pending:
+        ready = [s for s in pending if all(d in status for d in s.after)]
+        if not ready:
+            raise ValueError(f"steps with unknown or cyclic dependencies: {[s.name for s in pending]}")
+        for s in ready:
+            keys[s.name] = step_key(s, [keys[d] for d in s.after if d in by_name])
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            for s, result in zip(ready, pool.map(execute, ready)):
+                status[s.name] = result
+                log(f"[{len(status)}/{len(steps)}] {s.name}: {result}")
+        pending = [s for s in pending if s.name not in status]
+    return status
