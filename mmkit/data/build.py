@@ -175,6 +175,32 @@ def _build_star(args):
     return build_item(*args)
 
 
+def _worker_init() -> None:
+    from .features import use_private_numba_cache
+
+    use_private_numba_cache(force=True)
+
+
+def _render_in_pool(todo: list, workers: int, bar) -> None:
+    """Render ``todo`` in ``workers`` processes. A worker that dies (a crash in native code) breaks
+    the pool: the build stops with a clear error instead of waiting forever, and a rerun resumes
+    from the verified cache."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
+        futures = [pool.submit(_build_star, args) for args in todo]
+        try:
+            for future in as_completed(futures):
+                future.result()
+                bar.update(1)
+        except BrokenProcessPool:
+            for future in futures:
+                future.cancel()
+            raise RuntimeError("a rendering worker died (a crash in native code); items finished so far are "
+                               "cached — run the build again to resume") from None
+
+
 def _split_of(group: str, seed: int, fractions: tuple[float, float, float]) -> str:
     u = int(hashlib.sha1(f"split{seed}:{group}".encode()).hexdigest()[:12], 16) / 16**12
     return "train" if u < fractions[0] else "val" if u < fractions[0] + fractions[1] else "test"
@@ -233,9 +259,7 @@ def build_dataset(preset: str = "tiny", cache: str | os.PathLike | None = None,
     if todo:
         bar = tqdm(total=len(todo), desc=f"rendering {preset}", unit="item", disable=not progress)
         if workers > 1:
-            with mp.get_context("spawn").Pool(workers) as pool:
-                for _ in pool.imap_unordered(_build_star, todo, chunksize=4):
-                    bar.update(1)
+            _render_in_pool(todo, workers, bar)
         else:
             for args in todo:
                 _build_star(args)

@@ -15,6 +15,11 @@ The raw log-mel (64 x frames) is kept for the optional CNN backbones.
 """
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import numpy as np
 
 __all__ = ["AUDIO_FEATURE_DIM", "IMAGE_FEATURE_DIM", "FEATURE_VERSION", "log_mel", "pitch_contour", "audio_features",
@@ -25,6 +30,25 @@ IMAGE_FEATURE_DIM = 1090
 #: Bump when a feature changes: cached features are then recomputed (media are not re-rendered).
 FEATURE_VERSION = "2"
 _N_MELS, _N_FFT, _HOP, _SEGMENTS, _BLOCK, _CONTOUR = 64, 1024, 512, 8, 8, 32
+
+
+def use_private_numba_cache(force: bool = False) -> str:
+    """Compile librosa's numba kernels into a private temporary directory of this process.
+
+    By default numba caches compiled code next to the installed package; a process killed while
+    writing that cache (an interrupted build) leaves corrupt files that make every later process
+    segfault on the first chroma or onset computation. A per-process cache costs a few seconds of
+    compilation and cannot be corrupted for anyone else. Must run before numba is imported; a
+    ``NUMBA_CACHE_DIR`` set by the user is respected unless ``force`` (used in build workers).
+    """
+    if force or "NUMBA_CACHE_DIR" not in os.environ:
+        path = tempfile.mkdtemp(prefix="mmkit-numba-")
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+        os.environ["NUMBA_CACHE_DIR"] = path
+    return os.environ["NUMBA_CACHE_DIR"]
+
+
+use_private_numba_cache()
 
 
 def log_mel(audio: np.ndarray, sample_rate: int) -> np.ndarray:
