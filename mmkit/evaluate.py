@@ -116,19 +116,15 @@ def kappa_reliability(params, present, tasks=PAPER_TASKS, n_bins: int = 5, dista
     kappa range, the number of queries and R@1 (%), and the Spearman correlation between kappa and
     the reciprocal rank over all queries (positive: confident queries are retrieved better).
     """
-    from .retrieval import fuse_vmf_product
+    from .retrieval import complete_items, fuse_vmf_product, task_name
 
     out = {}
     ranked = evaluate_tasks(params, present, tasks=tasks, distance=distance, return_ranks=True, **score_kwargs)
     for query, target in tasks:
-        name = "&".join({"audio": "A", "image": "I", "text": "T"}[m] for m in query) + "->" + \
-            {"audio": "A", "image": "I", "text": "T"}[target]
+        name = task_name(query, target)
         if name not in ranked:
             continue
-        keep = present[target].clone().to(torch.bool)
-        for m in query:
-            keep &= present[m].to(torch.bool)
-        idx = keep.nonzero().squeeze(-1)
+        idx = complete_items(present, (target, *query))
         _, kappa = fuse_vmf_product([params[m][0][idx] for m in query], [params[m][1][idx] for m in query])
         ranks = ranked[name]["ranks"]
         order = torch.argsort(kappa)

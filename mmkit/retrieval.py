@@ -32,9 +32,9 @@ from torch import Tensor
 from .distributions import VonMisesFisher, vmf_log_normalizer
 from .metrics import ranks_from_scores, summarize_ranks
 from .special import bessel_iv_ratio
-from .ssw import circle_coordinates, random_stiefel_projections, wasserstein_circle
+from .ssw import _wasserstein_circle, circle_coordinates, random_stiefel_projections
 
-__all__ = ["PAPER_TASKS", "DISTANCES", "FUSIONS", "task_name", "parse_task", "fuse_vmf_product", "cosine_scores",
+__all__ = ["PAPER_TASKS", "DISTANCES", "FUSIONS", "task_name", "parse_task", "complete_items", "fuse_vmf_product", "cosine_scores",
            "kl_scores", "elk_scores", "ssw_scores", "score", "evaluate_tasks", "GalleryIndex"]
 
 _ABBREV = {"audio": "A", "image": "I", "text": "T"}
@@ -53,6 +53,14 @@ PAPER_TASKS: tuple[tuple[tuple[str, ...], str], ...] = (
 def task_name(query: Sequence[str], target: str) -> str:
     """``("audio", "text"), "image"`` -> ``"A&T->I"``."""
     return "&".join(_ABBREV[m] for m in query) + "->" + _ABBREV[target]
+
+
+def complete_items(present: Mapping[str, Tensor], modalities: Sequence[str]) -> Tensor:
+    """Indices of the items that have every one of ``modalities`` (present masks (N,) -> (n,))."""
+    keep = present[modalities[0]].clone().to(torch.bool)
+    for m in modalities[1:]:
+        keep &= present[m].to(torch.bool)
+    return keep.nonzero().squeeze(-1)
 
 
 def parse_task(name: str) -> tuple[tuple[str, ...], str]:
@@ -124,7 +132,7 @@ def ssw_scores(q_samples: Tensor, g_samples: Tensor, projections: Tensor, memory
     rows = []
     for s in range(0, cq.shape[0], chunk):
         u = cq[s:s + chunk, None]  # (c, 1, T, L)
-        rows.append(-wasserstein_circle(u, cg[None]).mean(-1))
+        rows.append(-_wasserstein_circle(u, cg[None], 1.0).mean(-1))
     return torch.cat(rows)
 
 
@@ -193,10 +201,7 @@ def evaluate_tasks(params: Mapping[str, tuple[Tensor, Tensor]], present: Mapping
     for query, target in tasks:
         if any(m not in params for m in (*query, target)):
             continue
-        keep = present[target].clone().to(torch.bool)
-        for m in query:
-            keep &= present[m].to(torch.bool)
-        idx = keep.nonzero().squeeze(-1)
+        idx = complete_items(present, (target, *query))
         if idx.numel() < 2:
             continue
         scores = score([(params[m][0][idx], params[m][1][idx]) for m in query],

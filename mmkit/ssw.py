@@ -215,6 +215,12 @@ def wasserstein_circle(u: Tensor, v: Tensor, p: float = 1.0, u_weights: Tensor |
     p = _check_p(p)
     _check_coordinates(u, "u")
     _check_coordinates(v, "v")
+    return _wasserstein_circle(u, v, p, u_weights, v_weights)
+
+
+def _wasserstein_circle(u: Tensor, v: Tensor, p: float, u_weights: Tensor | None = None,
+                        v_weights: Tensor | None = None) -> Tensor:
+    """:func:`wasserstein_circle` without the coordinate checks (for coordinates made here)."""
     try:
         batch = torch.broadcast_shapes(u.shape[:-1], v.shape[:-1])
     except RuntimeError:
@@ -335,5 +341,5 @@ def sliced_wasserstein_sphere(x: Tensor, y: Tensor, n_projections: int = 100, p:
         projections = projections.to(x.dtype)
     cu = circle_coordinates(x, projections)
     cv = circle_coordinates(y, projections)
-    cost = wasserstein_circle(cu, cv, p=p)
+    cost = _wasserstein_circle(cu, cv, p)  # circle_coordinates returns [0, 1) by construction
     return cost.mean(-1).pow(1.0 / p)
