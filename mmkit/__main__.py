@@ -8,6 +8,7 @@ import argparse
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 
@@ -77,12 +78,16 @@ def _evaluate(args) -> int:
 def _reproduce(args) -> int:
     from .pipeline import plan, run_plan
 
-    steps = plan(args.preset, data=args.data, runs_dir=args.runs_dir, tables_dir=args.tables_dir, cache=args.cache or "")
+    steps = plan(args.preset, data=args.data, runs_dir=args.runs_dir, tables_dir=args.tables_dir,
+                 figures_dir=args.figures_dir, cache=args.cache or "")
     print(f"reproduce --preset {args.preset}: {len(steps)} notebook steps, {args.jobs} at a time "
-          f"(executed notebooks in {args.runs_dir}/notebooks)")
+          f"(executed notebooks in {args.runs_dir}/notebooks)", flush=True)
+    started = time.time()
     run_plan(steps, runs_dir=args.runs_dir, jobs=args.jobs, force=args.force)
-    written = sorted(str(p) for p in Path(args.tables_dir).glob("*.*"))
-    print("files written:")
+    print(f"pipeline finished in {(time.time() - started) / 60:.1f} min")
+    written = sorted(str(p) for d in (args.tables_dir, args.figures_dir) for p in Path(d).glob("*.*")
+                     if p.stat().st_mtime >= started - 1)
+    print("files written:" if written else "files written: none (every step was up to date)")
     for path in written:
         print(f"  {path}")
     return 0
@@ -129,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--force", action="store_true", help="re-run steps whose inputs are unchanged")
     r.add_argument("--runs-dir", dest="runs_dir", default="reports/runs")
     r.add_argument("--tables-dir", dest="tables_dir", default="reports/tables")
+    r.add_argument("--figures-dir", dest="figures_dir", default="reports/figures")
     args, extra = parser.parse_known_args(argv)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -12,6 +12,7 @@ isotropic Gaussians) — as in the paper, where the competitors appear on T<->I 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections import defaultdict
@@ -21,11 +22,13 @@ from typing import Iterable
 import torch
 
 from .data import resolve_data
-from .metrics import aggregate_over_seeds, chance_level
+from .io import atomic_write_json, sha256_file
+from .metrics import aggregate_over_seeds, chance_level, paired_bootstrap
 from .retrieval import PAPER_TASKS, evaluate_tasks, parse_task
 from .train import CheckpointError, data_fingerprint, encode_split, load_run_model
 
-__all__ = ["METRICS", "tasks_for_method", "evaluate_run", "aggregate", "write_rows_csv", "kappa_reliability"]
+__all__ = ["METRICS", "tasks_for_method", "evaluate_run", "encode_run", "compare_methods", "aggregate", "write_rows_csv",
+           "kappa_reliability"]
 
 METRICS = ("R@1", "R@5", "R@10", "R@15", "MRR", "MR")
 _TI = (parse_task("T->I"), parse_task("I->T"))
@@ -44,14 +47,18 @@ def tasks_for_method(method: str):
 
 def evaluate_run(run: str | Path, split: str = "test", distance: str = "ssw", fusion: str = "product",
                  data=None, dataset_name: str | None = None, n_samples: int = 32, n_projections: int = 50,
-                 seed: int = 0) -> dict:
+                 seed: int = 0, store: bool = True) -> dict:
     """Metrics (and per-query ranks) of one run on ``split``.
 
     ``data`` (a mapping of splits) defaults to the data recorded in the run's manifest, whose hash
     must match the one the run was trained on.
+
+    With ``store`` the result (metrics and per-query ranks) is kept in ``<run>/eval/<key>.json``,
+    keyed by the SHA-256 of ``best.pt``, the data hash and every evaluation setting; a later call
+    with the same key reads it back instead of ranking again (the per-seed results the tables are
+    written from).
     """
     run = Path(run)
-    config, model = load_run_model(run)
     manifest = json.loads((run / "manifest.json").read_text())
     if data is None:
         spec = manifest.get("data")
@@ -60,17 +67,71 @@ def evaluate_run(run: str | Path, split: str = "test", distance: str = "ssw", fu
         data = resolve_data(spec, progress=False)
         if data_fingerprint(data) != manifest["data_sha256"]:
             raise CheckpointError(f"{run}: the data at {spec!r} differ from those the run was trained on")
-    part = data[split]
-    params = encode_split(model, part)
-    present = {m: torch.from_numpy(part.present[m].copy()) for m in params}
+    if split not in data:
+        raise ValueError(f"split must be one of {sorted(data)}, got {split!r}")
+    settings = {"split": split, "distance": distance, "fusion": fusion, "n_samples": n_samples,
+                "n_projections": n_projections, "seed": seed, "dataset": dataset_name,
+                "weights_sha256": sha256_file(run / "best.pt") if (run / "best.pt").is_file() else None,
+                "data_sha256": data_fingerprint(data)}
+    stored = run / "eval" / (hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16] + ".json")
+    if store and stored.is_file():
+        result = json.loads(stored.read_text())
+        if result.get("settings") == settings:
+            for metrics in result["tasks"].values():
+                metrics["ranks"] = torch.tensor(metrics["ranks"], dtype=torch.float64)
+            return result
+    config, params, present = encode_run(run, data, split)
     dist = distance if config.family == "vmf" else "cosine"
     tasks = evaluate_tasks(params, present, tasks=tasks_for_method(config.method), distance=dist, fusion=fusion,
                            return_ranks=True, n_samples=n_samples, n_projections=n_projections, seed=seed)
     for name, metrics in tasks.items():
         metrics["chance"] = chance_level(metrics["n"])
-    return {"run": str(run), "method": config.method, "seed": config.seed,
-            "lambda_s": None if config.family == "gaussian" else config.lambda_s, "distance": dist,
-            "dataset": dataset_name or str(manifest.get("data") or "unknown"), "split": split, "tasks": tasks}
+    result = {"run": str(run), "method": config.method, "seed": config.seed,
+              "lambda_s": None if config.family == "gaussian" else config.lambda_s, "distance": dist,
+              "dataset": dataset_name or str(manifest.get("data") or "unknown"), "split": split, "tasks": tasks,
+              "settings": settings}
+    if store:
+        atomic_write_json(stored, {**result, "tasks": {name: {**m, "ranks": m["ranks"].tolist()}
+                                                       for name, m in tasks.items()}})
+    return result
+
+
+def encode_run(run: str | Path, data, split: str = "test"):
+    """The best model of ``run`` applied to ``data[split]``.
+
+    Returns ``(config, params, present)``: the run's :class:`~mmkit.train.TrainConfig`, modality ->
+    (loc (N, d), kappa (N,)) (or (mean, log_var) for Gaussian methods), modality -> bool (N,).
+    """
+    config, model = load_run_model(run)
+    part = data[split]
+    params = encode_split(model, part)
+    return config, params, {m: torch.from_numpy(part.present[m].copy()) for m in params}
+
+
+def compare_methods(results_a: Iterable[dict], results_b: Iterable[dict], metric: str = "MRR",
+                    n_resamples: int = 10_000, seed: int = 0) -> dict[str, dict]:
+    """Which differences are real: paired bootstrap of ``metric(a) - metric(b)`` per task.
+
+    ``results_a`` and ``results_b`` are :func:`evaluate_run` results of two methods, one per
+    training seed; runs are paired by seed and the queries of all seeds pooled (the same test
+    queries under both methods), then resampled with replacement
+    (:func:`mmkit.metrics.paired_bootstrap`). Returns ``{task: {"difference", "ci_low", "ci_high",
+    "p_value", "n_queries", "seeds"}}`` for the tasks both sides answer.
+    """
+    by_seed_a = {r["seed"]: r for r in results_a}
+    by_seed_b = {r["seed"]: r for r in results_b}
+    seeds = sorted(set(by_seed_a) & set(by_seed_b))
+    if not seeds:
+        raise ValueError(f"no common training seeds: {sorted(by_seed_a)} vs {sorted(by_seed_b)}")
+    out = {}
+    for task in by_seed_a[seeds[0]]["tasks"]:
+        if not all(task in by_seed_a[s]["tasks"] and task in by_seed_b[s]["tasks"] for s in seeds):
+            continue
+        ra = torch.cat([torch.as_tensor(by_seed_a[s]["tasks"][task]["ranks"]) for s in seeds])
+        rb = torch.cat([torch.as_tensor(by_seed_b[s]["tasks"][task]["ranks"]) for s in seeds])
+        out[task] = {**paired_bootstrap(ra, rb, metric=metric, n_resamples=n_resamples, seed=seed),
+                     "n_queries": int(ra.numel()), "seeds": seeds}
+    return out
 
 
 def aggregate(results: Iterable[dict]) -> list[dict]:

@@ -3,8 +3,9 @@
 A step is one notebook with its parameters. Its key is a SHA-256 of the notebook file, its
 parameters, the mmkit version and the keys of the steps it depends on; a step whose
 ``<runs>/<name>/done.json`` holds the same key (and whose outputs exist) is skipped. Executed
-notebooks land in ``reports/runs/`` (git-ignored), tables in ``reports/tables/``.
-Independent steps run in parallel (``jobs`` papermill kernels at a time).
+notebooks land in ``reports/runs/`` (git-ignored), tables in ``reports/tables/``, figures in
+``reports/figures/``. Independent steps run in parallel (``jobs`` papermill kernels at a time),
+except exclusive ones (the runtime measurement), which run alone.
 """
 from __future__ import annotations
 
@@ -25,47 +26,69 @@ LAMBDA_SWEEP = (0.01, 0.1, 1.0, 10.0, 100.0)
 
 #: Pipeline presets: data, seeds and training settings.
 PIPELINE_PRESETS = {
-    "quick": {"data": "small", "seeds": (0, 1, 2), "train": {"epochs": 20, "batch_size": 128, "hidden": 256,
-                                                             "layers": 2}},
-    "paper": {"data": "full", "seeds": (0, 1, 2, 3, 4), "train": {"epochs": 40, "batch_size": 128, "hidden": 256,
-                                                                  "layers": 2}},
-    "smoke": {"data": "tiny", "seeds": (0,), "train": {"epochs": 2, "batch_size": 16, "hidden": 32, "layers": 1}},
+    "quick": {"data": "small", "seeds": (0, 1, 2), "distance": "ssw",
+              "train": {"epochs": 20, "batch_size": 128, "hidden": 256, "layers": 2},
+              "runtime": {"repeats": 5, "steps": 2}},
+    "paper": {"data": "full", "seeds": (0, 1, 2, 3, 4), "distance": "ssw",
+              "train": {"epochs": 40, "batch_size": 128, "hidden": 256, "layers": 2},
+              "runtime": {"repeats": 10, "steps": 3}},
+    "smoke": {"data": "tiny", "seeds": (0,), "distance": "kl",
+              "train": {"epochs": 2, "batch_size": 16, "hidden": 32, "layers": 1},
+              "runtime": {"repeats": 2, "steps": 1, "batch": 8, "backbone_batch": 4}},
 }
 
 
 @dataclass(frozen=True)
 class Step:
+    """One notebook run: ``after`` names the steps it needs; an ``exclusive`` step runs alone
+    (nothing else in parallel: its timings are reported)."""
+
     name: str
     notebook: str
     parameters: dict = field(default_factory=dict)
     after: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
+    exclusive: bool = False
 
 
 def plan(preset: str = "quick", data: str | None = None, runs_dir: str = "reports/runs",
-         tables_dir: str = "reports/tables", cache: str = "") -> list[Step]:
-    """The steps of ``preset``: dataset, every training run (methods, lambda sweep, limits, seeds), evaluation."""
+         tables_dir: str = "reports/tables", figures_dir: str = "reports/figures", cache: str = "") -> list[Step]:
+    """The steps of ``preset``.
+
+    dataset -> every training run (Proposed at each λ_S, the limits 1e-12 and L_S only, Baseline,
+    PCME, MPC; each seed) -> evaluate (Tables 2-4 from the main runs), ablation (Tables 8-10 from
+    the λ_S runs) and runtime (Table 1, alone).
+    """
     if preset not in PIPELINE_PRESETS:
         raise ValueError(f"preset must be one of {tuple(PIPELINE_PRESETS)}, got {preset!r}")
     cfg = PIPELINE_PRESETS[preset]
     data = data or cfg["data"]
     steps = [Step("dataset", "01_dataset.ipynb", {"data": data, "cache": cache, "n_show": 3})]
-    runs = []
+    main_runs, ablation_runs = [], []
     variants = [("baseline", 0.0), ("pcme", 1.0), ("mpc", 1.0), ("ls_only", float("inf"))]
     variants += [("proposed", lam) for lam in (1e-12, *LAMBDA_SWEEP)]
     for method, lam in variants:
         for seed in cfg["seeds"]:
             tag = f"{method}-l{lam:g}-s{seed}"
             out = str(Path(runs_dir) / "train" / tag)
-            params = {"data": data, "cache": cache, "method": method, "seed": seed, "lambda_s": 1.0 if lam == float("inf") else lam,
-                      "out": out, **cfg["train"]}
+            params = {"data": data, "cache": cache, "method": method, "seed": seed,
+                      "lambda_s": 1.0 if lam == float("inf") else lam, "out": out, **cfg["train"]}
             steps.append(Step(f"train-{tag}", "02_train.ipynb", params, ("dataset",), (str(Path(out) / "best.pt"),)))
-            runs.append(out)
-    steps.append(Step("evaluate", "03_evaluate.ipynb",
-                      {"runs": json.dumps(runs), "data": data, "cache": cache, "dataset_name": f"music21-{data}"
-                       if data in ("tiny", "small", "full") else Path(data).name, "tables_dir": tables_dir},
-                      tuple(s.name for s in steps if s.name.startswith("train-")),
-                      tuple(str(Path(tables_dir) / f"{t}.csv") for t in ("recall_image", "lambda_sweep"))))
+            if method in ("pcme", "mpc", "baseline") or (method == "proposed" and lam == 1.0):
+                main_runs.append(out)
+            if method in ("proposed", "baseline", "ls_only"):
+                ablation_runs.append(out)
+    trained = tuple(s.name for s in steps if s.name.startswith("train-"))
+    common = {"data": data, "cache": cache, "tables_dir": tables_dir, "figures_dir": figures_dir,
+              "dataset_name": f"music21-{data}" if data in ("tiny", "small", "full") else Path(data).name,
+              "distance": cfg["distance"]}
+    steps.append(Step("evaluate", "03_evaluate.ipynb", {"runs": json.dumps(main_runs), **common}, trained,
+                      tuple(str(Path(tables_dir) / f"recall_{t}.csv") for t in ("image", "text", "audio"))))
+    steps.append(Step("ablation", "04_ablation.ipynb", {"runs": json.dumps(ablation_runs), **common}, trained,
+                      tuple(str(Path(tables_dir) / f"{t}.csv") for t in ("lambda_sweep", "lambda_limits"))))
+    steps.append(Step("runtime", "05_runtime.ipynb", {"tables_dir": tables_dir, "figures_dir": figures_dir,
+                                                      **cfg["runtime"]},
+                      trained, (str(Path(tables_dir) / "runtime.csv"),), exclusive=True))
     return steps
 
 
@@ -107,9 +130,14 @@ def run_plan(steps: list[Step], runs_dir: str | os.PathLike = "reports/runs", jo
             raise ValueError(f"steps with unknown or cyclic dependencies: {[s.name for s in pending]}")
         for s in ready:
             keys[s.name] = step_key(s, [keys[d] for d in s.after if d in by_name])
+        shared = [s for s in ready if not s.exclusive]
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            for s, result in zip(ready, pool.map(execute, ready)):
+            for s, result in zip(shared, pool.map(execute, shared)):
                 status[s.name] = result
                 log(f"[{len(status)}/{len(steps)}] {s.name}: {result}")
+        for s in ready:
+            if s.exclusive:  # alone: nothing else runs while it does
+                status[s.name] = execute(s)
+                log(f"[{len(status)}/{len(steps)}] {s.name}: {status[s.name]} (alone)")
         pending = [s for s in pending if s.name not in status]
     return status

@@ -8,10 +8,12 @@ import math
 import os
 import re
 from collections import Counter
+from pathlib import Path
 
 from .io import atomic_write_text
 
-__all__ = ["caption_diversity", "write_dataset_card", "write_table", "write_paper_tables", "pivot"]
+__all__ = ["caption_diversity", "write_dataset_card", "write_table", "write_recall_tables", "write_lambda_tables",
+           "write_paper_tables", "write_runtime_table", "write_significance_table", "pivot"]
 
 
 def caption_diversity(captions: list[str]) -> dict:
@@ -140,8 +142,6 @@ def _render(name: str, title: str, label_cols: list[str], keys: list[tuple], lab
 def write_table(outdir: str | os.PathLike, name: str, rows: list[dict], title: str, row_key, labels,
                 label_cols: list[str], columns: list[tuple[str, str]]) -> list[str]:
     """Write ``<name>.md``, ``<name>.tex`` and ``<name>.csv`` (the long rows it shows) atomically."""
-    from pathlib import Path
-
     from .evaluate import write_rows_csv
 
     keys, cells = pivot(rows, row_key, columns)
@@ -154,36 +154,33 @@ def write_table(outdir: str | os.PathLike, name: str, rows: list[dict], title: s
     return [str(out / f"{name}.{ext}") for ext in ("md", "tex", "csv")]
 
 
-def write_paper_tables(rows: list[dict], outdir: str | os.PathLike) -> list[str]:
-    """Tables 2-4 (recall per target modality), 8/9 (lambda sweep) and 10 (limit cases) analogues.
-
-    ``rows`` are long-format rows (:func:`mmkit.evaluate.aggregate`); methods at lambda_s = 1 (and
-    PCME / MPC) fill the recall tables, every Proposed lambda_s fills the sweep, and Baseline,
-    Proposed at 1e-12 and 1, and L_S only fill the limits table. Nothing is typed in.
-    """
-    written = []
-
+def write_recall_tables(rows: list[dict], outdir: str | os.PathLike) -> list[str]:
+    """Tables 2-4 analogues: R@5/10/15 per target modality for PCME, MPC, Baseline, Proposed (λ_S = 1)."""
     def method_key(r):
-        main = (r["method"] in ("pcme", "mpc", "baseline", "ls_only")) or (r["method"] == "proposed" and r["lambda_s"] == "1")
+        main = r["method"] in ("pcme", "mpc", "baseline") or (r["method"] == "proposed" and r["lambda_s"] == "1")
         return (r["dataset"], METHOD_ORDER.index(r["method"])) if main else None
 
-    def method_labels(k):
-        return [k[0], METHOD_LABELS[METHOD_ORDER[k[1]]]]
-
+    written = []
     for name, tasks in RECALL_TABLES.items():
         target = {"recall_image": "image", "recall_text": "text", "recall_audio": "audio"}[name]
         cols = [(t, m) for t in tasks for m in ("R@5", "R@10", "R@15")]
-        written += write_table(outdir, name, [r for r in rows if r["method"] != "ls_only"],
-                               f"R@k (%) for multimodal {target} retrieval, mean ± std over seeds",
-                               method_key, method_labels, ["dataset", "method"], cols)
+        written += write_table(outdir, name, rows, f"R@k (%) for multimodal {target} retrieval, mean ± std over seeds",
+                               method_key, lambda k: [k[0], METHOD_LABELS[METHOD_ORDER[k[1]]]], ["dataset", "method"],
+                               cols)
+    return written
+
+
+def write_lambda_tables(rows: list[dict], outdir: str | os.PathLike) -> list[str]:
+    """Tables 8/9 (every Proposed λ_S) and 10 (Baseline, λ_S = 1e-12 and 1, L_S only) analogues:
+    MRR, R@1 and MR of the multimodal queries."""
     cols = [(t, m) for t in MULTIMODAL_TASKS for m in ("MRR", "R@1", "MR")]
     sweep = sorted((r for r in rows if r["method"] == "proposed"), key=lambda r: _lambda_sort(r["lambda_s"]))
-    written += write_table(outdir, "lambda_sweep", sweep, "Weight λ_S of L_S for multimodal queries",
-                           lambda r: (r["dataset"], r["lambda_s"]), lambda k: [k[0], "Proposed", k[1]],
-                           ["dataset", "method", "λ_S"], cols)
+    written = write_table(outdir, "lambda_sweep", sweep, "Weight λ_S of L_S for multimodal queries",
+                          lambda r: (r["dataset"], r["lambda_s"]), lambda k: [k[0], "Proposed", k[1]],
+                          ["dataset", "method", "λ_S"], cols)
 
     def limit_key(r):
-        if r["method"] == "baseline" or r["method"] == "ls_only" or (r["method"] == "proposed" and r["lambda_s"] in ("1e-12", "1")):
+        if r["method"] in ("baseline", "ls_only") or (r["method"] == "proposed" and r["lambda_s"] in ("1e-12", "1")):
             return (r["dataset"], METHOD_ORDER.index(r["method"]), _lambda_sort(r["lambda_s"]), r["lambda_s"])
         return None
 
@@ -192,3 +189,51 @@ def write_paper_tables(rows: list[dict], outdir: str | os.PathLike) -> list[str]
                            lambda k: [k[0], METHOD_LABELS[METHOD_ORDER[k[1]]], k[3] or "–"],
                            ["dataset", "method", "λ_S"], cols)
     return written
+
+
+def write_paper_tables(rows: list[dict], outdir: str | os.PathLike) -> list[str]:
+    """Tables 2-4 (:func:`write_recall_tables`) and 8-10 (:func:`write_lambda_tables`) from long rows
+    (:func:`mmkit.evaluate.aggregate`). Nothing is typed in."""
+    return write_recall_tables(rows, outdir) + write_lambda_tables(rows, outdir)
+
+
+def write_runtime_table(rows: list[dict], outdir: str | os.PathLike) -> list[str]:
+    """Table 1 analogue: seconds per training triplet, Baseline vs Proposed, per encoder setting
+    (rows from :func:`mmkit.runtime.runtime_rows`), with the ratio Proposed / Baseline."""
+    settings = sorted({r["task"] for r in rows if r["metric"] == "sec_per_triplet"})
+    cols = [(t, "sec_per_triplet") for t in settings]
+    written = write_table(outdir, "runtime", rows, "Seconds per training triplet (mean ± std over repeats)",
+                          lambda r: (r["dataset"], METHOD_ORDER.index(r["method"])),
+                          lambda k: [k[0], METHOD_LABELS[METHOD_ORDER[k[1]]]], ["dataset", "method"], cols)
+    mean = {(r["method"], r["task"]): r["mean"] for r in rows}
+    ratios = [f"{t}: {mean[('proposed', t)] / mean[('baseline', t)]:.3f}" for t in settings
+              if ("proposed", t) in mean and ("baseline", t) in mean]
+    md = Path(outdir) / "runtime.md"
+    atomic_write_text(md, md.read_text() + "\nProposed / Baseline: " + ", ".join(ratios) + "\n")
+    return written
+
+
+def write_significance_table(comparisons: dict[str, dict[str, dict]], outdir: str | os.PathLike,
+                             name: str = "significance", title: str = "Proposed − Baseline, paired bootstrap over "
+                             "the test queries of all seeds") -> list[str]:
+    """Which differences are real: ``{metric: compare_methods(...)}`` as a Markdown and CSV table
+    (difference, 95 % interval, p-value per task; ``*`` where the interval excludes 0)."""
+    import csv
+    import io
+
+    lines = [f"**{title}**", "", "| task | metric | difference | 95 % interval | p | queries |",
+             "|---|---|---:|---:|---:|---:|"]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["task", "metric", "difference", "ci_low", "ci_high", "p_value", "n_queries"])
+    for metric, per_task in comparisons.items():
+        for task, c in per_task.items():
+            star = " *" if c["ci_low"] > 0 or c["ci_high"] < 0 else ""
+            lines.append(f"| {task} | {metric} | {c['difference']:+.4g}{star} | [{c['ci_low']:+.4g}, {c['ci_high']:+.4g}] "
+                         f"| {c['p_value']:.3g} | {c['n_queries']} |")
+            writer.writerow([task, metric, f"{c['difference']:.6g}", f"{c['ci_low']:.6g}", f"{c['ci_high']:.6g}",
+                             f"{c['p_value']:.6g}", c["n_queries"]])
+    out = Path(outdir)
+    atomic_write_text(out / f"{name}.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / f"{name}.csv", buf.getvalue())
+    return [str(out / f"{name}.md"), str(out / f"{name}.csv")]

@@ -32,7 +32,7 @@ from torch import Tensor
 from .distributions import VonMisesFisher, vmf_log_normalizer
 from .metrics import ranks_from_scores, summarize_ranks
 from .special import bessel_iv_ratio
-from .ssw import _wasserstein_circle, circle_coordinates, random_stiefel_projections
+from .ssw import circle_coordinates, random_stiefel_projections, sliced_w1_matrix
 
 __all__ = ["PAPER_TASKS", "DISTANCES", "FUSIONS", "task_name", "parse_task", "complete_items", "fuse_vmf_product", "cosine_scores",
            "kl_scores", "elk_scores", "ssw_scores", "score", "evaluate_tasks", "GalleryIndex"]
@@ -118,22 +118,14 @@ def _draw(loc: Tensor, kappa: Tensor, n: int, seed: int) -> Tensor:
         return VonMisesFisher(loc, kappa.clamp_min(1e-6), validate_args=False).sample((n,)).transpose(0, 1)
 
 
-def ssw_scores(q_samples: Tensor, g_samples: Tensor, projections: Tensor, memory_mb: float = 256.0) -> Tensor:
+def ssw_scores(q_samples: Tensor, g_samples: Tensor, projections: Tensor) -> Tensor:
     """``-SSW_1`` between every query sample set and every gallery sample set.
 
     q_samples (Q, L, d), g_samples (G, L', d), projections (T, d, 2) -> (Q, G). Circle coordinates
-    are computed once per side; the W_1 problems are solved in chunks of queries whose working set
-    stays under ``memory_mb``.
+    are computed once per side (memory ``O((Q + G) T L)``); the ``Q·G·T`` circle problems are
+    solved by the compiled merge-walk kernel :func:`mmkit.ssw.sliced_w1_matrix`.
     """
-    cq = circle_coordinates(q_samples, projections)  # (Q, T, L)
-    cg = circle_coordinates(g_samples, projections)  # (G, T, L')
-    per_query = cg.shape[0] * cg.shape[1] * (cq.shape[-1] + cg.shape[-1]) * cg.element_size() * 8
-    chunk = max(1, int(memory_mb * 2**20 // per_query))
-    rows = []
-    for s in range(0, cq.shape[0], chunk):
-        u = cq[s:s + chunk, None]  # (c, 1, T, L)
-        rows.append(-_wasserstein_circle(u, cg[None], 1.0).mean(-1))
-    return torch.cat(rows)
+    return -sliced_w1_matrix(circle_coordinates(q_samples, projections), circle_coordinates(g_samples, projections))
 
 
 def score(query: Sequence[tuple[Tensor, Tensor]], gallery: tuple[Tensor, Tensor], distance: str = "ssw",

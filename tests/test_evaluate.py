@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mmkit.data import load_bundle, make_synthetic_bundle
-from mmkit.evaluate import aggregate, evaluate_run, tasks_for_method
+from mmkit.evaluate import aggregate, compare_methods, evaluate_run, tasks_for_method
 from mmkit.metrics import aggregate_over_seeds, chance_level, paired_bootstrap, ranks_from_scores, summarize_ranks
 from mmkit.train import TrainConfig, fit
 
@@ -79,3 +79,35 @@ def test_evaluate_cli_writes_csv(runs, tmp_path):
     assert list(rows[0]) == ["dataset", "method", "task", "metric", "lambda_s", "distance", "mean", "std", "n_seeds"]
     assert {r["metric"] for r in rows} == {"R@1", "R@5", "R@10", "R@15", "MRR", "MR"}
     assert all(r["n_seeds"] == "2" and r["distance"] == "ssw" for r in rows)
+
+
+def test_stored_results_are_reused_only_for_the_same_weights_and_settings(runs, monkeypatch):
+    import mmkit.evaluate as ev
+
+    run = runs[("proposed", 0)]
+    first = evaluate_run(run, distance="kl", seed=7)
+    stored = list((run / "eval").glob("*.json"))
+    assert stored
+    calls = []
+    monkeypatch.setattr(ev, "load_run_model", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(AssertionError))
+    again = evaluate_run(run, distance="kl", seed=7)  # read back: the model is not loaded
+    assert not calls and again["tasks"]["A->I"]["MRR"] == first["tasks"]["A->I"]["MRR"]
+    assert torch.equal(again["tasks"]["A->I"]["ranks"], first["tasks"]["A->I"]["ranks"])
+    with pytest.raises(AssertionError):  # another setting ranks again
+        evaluate_run(run, distance="cosine", seed=7)
+    with pytest.raises(ValueError, match="split must be one of"):
+        evaluate_run(run, split="dev")
+
+
+def test_compare_methods_pairs_seeds_and_pools_queries(runs):
+    a = [evaluate_run(runs[("proposed", s)], distance="kl") for s in (0, 1)]
+    b = [evaluate_run(runs[("baseline", s)], distance="kl") for s in (0, 1)]
+    out = compare_methods(a, b, "MRR", n_resamples=500)
+    assert set(out) == set(a[0]["tasks"]) and out["A->I"]["n_queries"] == 2 * a[0]["tasks"]["A->I"]["n"]
+    want = torch.cat([1 / r["tasks"]["A->I"]["ranks"] for r in a]).mean() - torch.cat(
+        [1 / r["tasks"]["A->I"]["ranks"] for r in b]).mean()
+    assert out["A->I"]["difference"] == pytest.approx(float(want))
+    same = compare_methods(a, a, "R@10", n_resamples=100)
+    assert all(v["difference"] == 0 and v["p_value"] == 1.0 for v in same.values())
+    with pytest.raises(ValueError, match="no common training seeds"):
+        compare_methods(a[:1], b[1:])

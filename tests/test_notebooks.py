@@ -13,6 +13,8 @@ TINY_PARAMETERS = {
     "01_dataset.ipynb": {"n_show": 2},
     "02_train.ipynb": {"epochs": 3, "hidden": 32},
     "03_evaluate.ipynb": {},  # its runs come from the 02 run below
+    "04_ablation.ipynb": {},  # likewise
+    "05_runtime.ipynb": {"batch": 8, "backbone_batch": 4, "steps": 1, "repeats": 2},
 }
 
 
@@ -39,10 +41,16 @@ def test_notebooks_execute(tiny, tmp_path):
     _run(by_name["01_dataset.ipynb"], {"data": data, **TINY_PARAMETERS["01_dataset.ipynb"]}, tmp_path)
     run = str(tmp_path / "run")
     _run(by_name["02_train.ipynb"], {"data": data, "out": run, **TINY_PARAMETERS["02_train.ipynb"]}, tmp_path)
-    tables = tmp_path / "tables"
-    _run(by_name["03_evaluate.ipynb"], {"data": data, "runs": json.dumps([run]), "distance": "kl",
-                                        "tables_dir": str(tables)}, tmp_path)
-    assert (tables / "recall_image.md").is_file()
+    tables, figures = tmp_path / "tables", tmp_path / "figures"
+    for name in ("03_evaluate.ipynb", "04_ablation.ipynb"):
+        _run(by_name[name], {"data": data, "runs": json.dumps([run]), "distance": "kl", "tables_dir": str(tables),
+                             "figures_dir": str(figures)}, tmp_path)
+    _run(by_name["05_runtime.ipynb"], {"tables_dir": str(tables), "figures_dir": str(figures),
+                                       **TINY_PARAMETERS["05_runtime.ipynb"]}, tmp_path)
+    for name in ("recall_image", "lambda_sweep", "runtime"):
+        assert (tables / f"{name}.md").is_file()
+    for name in ("kappa_reliability", "lambda_sweep", "runtime"):
+        assert (figures / f"{name}.pdf").is_file()
 
 
 def test_parameter_validation(tmp_path):

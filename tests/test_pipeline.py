@@ -9,21 +9,32 @@ from mmkit.pipeline import plan, run_plan, step_key
 def test_plan_shape():
     steps = plan("quick")
     names = [s.name for s in steps]
-    assert names[0] == "dataset" and names[-1] == "evaluate"
+    assert names[0] == "dataset" and names[-3:] == ["evaluate", "ablation", "runtime"]
     trains = [s for s in steps if s.name.startswith("train-")]
     assert len(trains) == 3 * 10  # baseline, pcme, mpc, ls_only, proposed at 1e-12 and the five sweep values
     assert all(s.after == ("dataset",) for s in trains)
-    assert len(json.loads(steps[-1].parameters["runs"])) == 30
+    by_name = {s.name: s for s in steps}
+    main = json.loads(by_name["evaluate"].parameters["runs"])
+    assert len(main) == 4 * 3 and all(any(m in r for m in ("baseline-", "pcme-", "mpc-", "proposed-l1-")) for r in main)
+    assert len(json.loads(by_name["ablation"].parameters["runs"])) == 8 * 3  # proposed x 6, baseline, ls_only
+    assert by_name["runtime"].exclusive and not any(s.exclusive for s in steps[:-1])
+    assert set(by_name["runtime"].after) == {s.name for s in trains}
 
 
 def test_smoke_pipeline_runs_then_skips(tiny, tmp_path):
     data = str(Path(tiny["data"]["train"].root))
     runs_dir, tables = tmp_path / "runs", tmp_path / "tables"
-    steps = plan("smoke", data=data, runs_dir=str(runs_dir), tables_dir=str(tables))
-    status = run_plan(steps, runs_dir=runs_dir, jobs=2, log=lambda *_: None)
+    figures = tmp_path / "figures"
+    steps = plan("smoke", data=data, runs_dir=str(runs_dir), tables_dir=str(tables), figures_dir=str(figures))
+    log = []
+    status = run_plan(steps, runs_dir=runs_dir, jobs=2, log=log.append)
     assert set(status.values()) == {"ran"}
-    for name in ("recall_image", "recall_text", "recall_audio", "lambda_sweep", "lambda_limits"):
+    assert log[-1].endswith("runtime: ran (alone)")
+    for name in ("recall_image", "recall_text", "recall_audio", "lambda_sweep", "lambda_limits", "runtime"):
         assert (tables / f"{name}.md").is_file() and (tables / f"{name}.tex").is_file()
+    assert "Proposed / Baseline" in (tables / "runtime.md").read_text()
+    for name in ("lambda_sweep", "kappa_reliability", "runtime"):
+        assert all((figures / f"{name}.{ext}").stat().st_size > 0 for ext in ("pdf", "svg", "png"))
     with open(tables / "lambda_sweep.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert {r["lambda_s"] for r in rows} == {"1e-12", "0.01", "0.1", "1", "10", "100"}

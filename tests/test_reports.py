@@ -47,3 +47,42 @@ def test_tables_round_trip(tmp_path):
 def test_caption_diversity_best_r1():
     d = caption_diversity(["a", "a", "b", "c"])
     assert d["distinct"] == 3 and abs(d["best_text_r1"] - 100 * (0.5 + 0.5 + 1 + 1) / 4) < 1e-12
+
+
+def test_runtime_table_from_measured_rows(tmp_path):
+    import pytest
+
+    from mmkit.plots import runtime_figure
+    from mmkit.reports import write_runtime_table
+    from mmkit.runtime import runtime_rows, time_methods
+
+    times = {"heads": time_methods("heads", batch=4, steps=1, repeats=2)}
+    assert all(len(v) == 2 and min(v) > 0 for v in times["heads"].values())
+    times["backbones"] = {"baseline": [2.0, 4.0], "proposed": [3.0, 3.0]}  # hand-made: ratio 1.000
+    rows = runtime_rows(times)
+    write_runtime_table(rows, tmp_path)
+    md = (tmp_path / "runtime.md").read_text()
+    assert "train:backbones: 1.000" in md
+    with open(tmp_path / "runtime.csv") as fh:
+        back = {(r["method"], r["task"]): r for r in csv.DictReader(fh)}
+    assert float(back[("baseline", "train:backbones")]["mean"]) == 3.0 and back[("proposed", "train:heads")]["n_seeds"] == "2"
+    assert back[("proposed", "train:heads")]["metric"] == "sec_per_triplet"
+    assert len(runtime_figure(rows).axes[0].patches) == 4
+    with pytest.raises(ValueError, match="setting must be one of"):
+        time_methods("gpu")
+    with pytest.raises(ValueError, match="repeats must be an int >= 2"):
+        time_methods("heads", repeats=1)
+
+
+def test_significance_table_marks_intervals_excluding_zero(tmp_path):
+    from mmkit.reports import write_significance_table
+
+    comparisons = {"MRR": {"A->I": {"difference": 0.05, "ci_low": 0.01, "ci_high": 0.09, "p_value": 0.01, "n_queries": 600},
+                           "T->I": {"difference": -0.01, "ci_low": -0.04, "ci_high": 0.02, "p_value": 0.5,
+                                    "n_queries": 600}}}
+    write_significance_table(comparisons, tmp_path)
+    md = (tmp_path / "significance.md").read_text()
+    assert "| A->I | MRR | +0.05 * |" in md and "| T->I | MRR | -0.01 |" in md
+    with open(tmp_path / "significance.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["task"], float(r["p_value"])) for r in rows] == [("A->I", 0.01), ("T->I", 0.5)]

@@ -11,6 +11,7 @@ from mmkit.ssw import (
     _wp_bisection,
     circle_coordinates,
     random_stiefel_projections,
+    sliced_w1_matrix,
     sliced_wasserstein_sphere,
     wasserstein_circle,
 )
@@ -66,6 +67,27 @@ def test_matches_emd2_with_geodesic_cost(p):
         ref = emd_circle(u, v, p)
         got = wasserstein_circle(t64(u), t64(v), p=p).item()
         assert abs(got - ref) < 1e-12, (name, got, ref)
+
+
+def test_pairwise_kernel_matches_emd2_on_every_case():
+    rng = np.random.default_rng(5)
+    for name, u, v in _cases(rng):
+        got = sliced_w1_matrix(t64(u)[None, None], t64(v)[None, None]).item()
+        assert abs(got - emd_circle(u, v, 1.0)) < 1e-12, name
+
+
+@pytest.mark.parametrize("n, m", [(8, 8), (6, 9), (1, 3)])
+def test_pairwise_kernel_equals_the_batched_loop(n, m):
+    g = torch.Generator().manual_seed(n * m)
+    u, v = torch.rand(4, 5, n, generator=g, dtype=torch.float64), torch.rand(3, 5, m, generator=g, dtype=torch.float64)
+    v[0, 0, 0] = u[1, 0, 0]  # a tie across the two sides
+    want = torch.stack([torch.stack([wasserstein_circle(u[i], v[j]).mean() for j in range(3)]) for i in range(4)])
+    torch.testing.assert_close(sliced_w1_matrix(u, v), want, rtol=0, atol=1e-13)
+    assert sliced_w1_matrix(u.float(), v.float()).dtype == torch.float32
+    with pytest.raises(ValueError, match="same T"):
+        sliced_w1_matrix(u, v[:, :4])
+    with pytest.raises(ValueError, match=r"u must hold circle coordinates in \[0, 1\)"):
+        sliced_w1_matrix(u + 1, v)
 
 
 @pytest.mark.parametrize("p", [1.0, 2.0])
