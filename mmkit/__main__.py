@@ -85,6 +85,11 @@ def _reproduce(args) -> int:
     started = time.time()
     run_plan(steps, runs_dir=args.runs_dir, jobs=args.jobs, force=args.force)
     print(f"pipeline finished in {(time.time() - started) / 60:.1f} min")
+    if args.readme:
+        from .reports import sync_readme_tables
+
+        updated = sync_readme_tables(args.readme, args.tables_dir)
+        print(f"{args.readme}: tables updated: {', '.join(updated)}" if updated else f"{args.readme}: tables up to date")
     written = sorted(str(p) for d in (args.tables_dir, args.figures_dir) for p in Path(d).glob("*.*")
                      if p.stat().st_mtime >= started - 1)
     print("files written:" if written else "files written: none (every step was up to date)")
@@ -135,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--runs-dir", dest="runs_dir", default="reports/runs")
     r.add_argument("--tables-dir", dest="tables_dir", default="reports/tables")
     r.add_argument("--figures-dir", dest="figures_dir", default="reports/figures")
+    r.add_argument("--readme", default=None, help="README whose marked table blocks are refreshed from --tables-dir")
     args, extra = parser.parse_known_args(argv)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

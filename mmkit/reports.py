@@ -13,7 +13,8 @@ from pathlib import Path
 from .io import atomic_write_text
 
 __all__ = ["caption_diversity", "write_dataset_card", "write_table", "write_recall_tables", "write_lambda_tables",
-           "write_paper_tables", "write_runtime_table", "write_significance_table", "pivot"]
+           "write_paper_tables", "write_runtime_table", "write_significance_table", "pivot", "readme_tables",
+           "sync_readme_tables"]
 
 
 def caption_diversity(captions: list[str]) -> dict:
@@ -237,3 +238,36 @@ def write_significance_table(comparisons: dict[str, dict[str, dict]], outdir: st
     atomic_write_text(out / f"{name}.md", "\n".join(lines) + "\n")
     atomic_write_text(out / f"{name}.csv", buf.getvalue())
     return [str(out / f"{name}.md"), str(out / f"{name}.csv")]
+
+
+_README_BLOCK = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+
+
+def readme_tables(readme: str) -> dict[str, str]:
+    """``{name: Markdown}`` of the blocks between ``<!-- table:<name> -->`` and ``<!-- /table -->``."""
+    return {m["name"]: m["body"] for m in _README_BLOCK.finditer(readme)}
+
+
+def sync_readme_tables(readme_path: str | os.PathLike, tables_dir: str | os.PathLike) -> list[str]:
+    """Replace every marked table block of the README with ``<tables_dir>/<name>.md`` (atomically).
+
+    Keeps the README's numbers identical to the tables of the last run; returns the names updated.
+    A marked table whose file is missing raises ``FileNotFoundError`` rather than leaving stale numbers.
+    """
+    readme_path = Path(readme_path)
+    text = readme_path.read_text()
+    updated = []
+
+    def replace(m):
+        table = Path(tables_dir) / f"{m['name']}.md"
+        if not table.is_file():
+            raise FileNotFoundError(f"README marks table {m['name']!r} but {table} does not exist")
+        body = table.read_text()
+        if body != m["body"]:
+            updated.append(m["name"])
+        return m.group(1) + body + m.group(4)
+
+    new = _README_BLOCK.sub(replace, text)
+    if new != text:
+        atomic_write_text(readme_path, new)
+    return updated

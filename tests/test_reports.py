@@ -86,3 +86,33 @@ def test_significance_table_marks_intervals_excluding_zero(tmp_path):
     with open(tmp_path / "significance.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["task"], float(r["p_value"])) for r in rows] == [("A->I", 0.01), ("T->I", 0.5)]
+
+
+def test_readme_tables_are_synced_from_the_table_files(tmp_path):
+    import pytest
+
+    from mmkit.reports import readme_tables, sync_readme_tables
+
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "runtime.md").write_text("| a |\n|---|\n| 2 |\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- table:runtime -->\n| a |\n|---|\n| 1 |\n<!-- /table -->\ntext\n")
+    assert sync_readme_tables(readme, tmp_path / "t") == ["runtime"]
+    assert readme_tables(readme.read_text()) == {"runtime": "| a |\n|---|\n| 2 |\n"}
+    assert readme.read_text().endswith("<!-- /table -->\ntext\n")
+    assert sync_readme_tables(readme, tmp_path / "t") == []
+    readme.write_text(readme.read_text() + "<!-- table:missing -->\n<!-- /table -->\n")
+    with pytest.raises(FileNotFoundError, match="missing"):
+        sync_readme_tables(readme, tmp_path / "t")
+
+
+def test_committed_readme_matches_committed_tables():
+    """The README's numbers are the tables of the last reproduce run (reports/tables), verbatim."""
+    from pathlib import Path
+
+    from mmkit.reports import readme_tables
+
+    root = Path(__file__).resolve().parents[1]
+    blocks = readme_tables((root / "README.md").read_text())
+    for name, body in blocks.items():
+        assert body == (root / "reports" / "tables" / f"{name}.md").read_text(), name
