@@ -15,6 +15,7 @@ TINY_PARAMETERS = {
     "03_evaluate.ipynb": {},  # its runs come from the 02 run below
     "04_ablation.ipynb": {},  # likewise
     "05_runtime.ipynb": {"batch": 8, "backbone_batch": 4, "steps": 1, "repeats": 2},
+    "06_sphere.ipynb": {"epochs": 2, "max_items": 10, "n_samples": 4, "plotly_formats": "html"},  # projects the 02 run
 }
 
 
@@ -51,6 +52,10 @@ def test_notebooks_execute(tiny, tmp_path):
         assert (tables / f"{name}.md").is_file()
     for name in ("kappa_reliability", "lambda_sweep", "runtime"):
         assert (figures / f"{name}.pdf").is_file()
+    _run(by_name["06_sphere.ipynb"], {"data": data, "run": run, "illustration_out": str(tmp_path / "sphere-d3"),
+                                      "figures_dir": str(figures), **TINY_PARAMETERS["06_sphere.ipynb"]}, tmp_path)
+    for name in ("sphere_d3.html", "sphere_projection.html", "sphere_d3_print.pdf", "training_curves_d3.pdf"):
+        assert (figures / name).is_file()
 
 
 def test_parameter_validation(tmp_path):
