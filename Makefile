@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml Makefile
 	@if ! ldconfig -p 2>/dev/null | grep -q libcairo.so.2; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq libcairo2; \
 	  else echo "libcairo2 is missing: ask an administrator to install it (apt-get install libcairo2)"; exit 1; fi; fi
+	@# the system Chromium, driven by Playwright in the real-browser test (no browser is ever downloaded)
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	  else echo "chromium is missing: the browser test skips (fails with CI=true); apt-get install chromium"; fi; fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'

@@ -16,6 +16,7 @@ TINY_PARAMETERS = {
     "04_ablation.ipynb": {},  # likewise
     "05_runtime.ipynb": {"batch": 8, "backbone_batch": 4, "steps": 1, "repeats": 2},
     "06_sphere.ipynb": {"epochs": 2, "max_items": 10, "n_samples": 4, "plotly_formats": "html"},  # projects the 02 run
+    "07_retrieval_demo.ipynb": {"epochs": 2, "distance": "kl", "k": 5},  # trains its quick pair (empty runs)
 }
 
 
@@ -56,6 +57,10 @@ def test_notebooks_execute(tiny, tmp_path):
                                       "figures_dir": str(figures), **TINY_PARAMETERS["06_sphere.ipynb"]}, tmp_path)
     for name in ("sphere_d3.html", "sphere_projection.html", "sphere_d3_print.pdf", "training_curves_d3.pdf"):
         assert (figures / name).is_file()
+    demo = tmp_path / "demo-runs"
+    _run(by_name["07_retrieval_demo.ipynb"], {"data": data, "train_dir": str(demo),
+                                              **TINY_PARAMETERS["07_retrieval_demo.ipynb"]}, tmp_path)
+    assert all((demo / m / "best.pt").is_file() for m in ("proposed", "baseline"))
 
 
 def test_parameter_validation(tmp_path):

@@ -1,0 +1,81 @@
+"""The retrieval demo in a real browser: JupyterLab headless on 127.0.0.1, the Debian chromium driven by
+Playwright, the notebook run top to bottom, the widget operated (query by search, target modality,
+distance); the ids the page shows must be exactly those mmkit.retrieval ranks for that query.
+
+A screenshot of the app goes to $MMKIT_SCREENSHOT when set, else to the test's temporary folder.
+Without chromium or playwright the test is skipped, except under CI=true, where that is a failure.
+"""
+import os
+
+import pytest
+
+from mmkit.browser import BrowserUnavailable, demo_page, find_browser
+from mmkit.io import atomic_write_bytes
+from mmkit.train import encode_split, load_run_model
+from mmkit.widgets import train_demo_runs
+from retrieval_oracle import expected_top_ids
+
+K = 10
+
+
+@pytest.fixture(scope="session")  # session scope: checked before the session-wide `tiny` build starts
+def browser():
+    try:
+        return find_browser()
+    except BrowserUnavailable as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true: the browser test must run, but {exc}")
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def demo_runs(tiny, tmp_path_factory):
+    """A Proposed and a Baseline run trained for 3 epochs on the tiny preset."""
+    return train_demo_runs(tiny["data"], tmp_path_factory.mktemp("demo-runs"), epochs=3, progress=False)
+
+
+def test_retrieval_demo_in_chromium(browser, tiny, demo_runs, tmp_path):
+    test = tiny["data"]["test"]
+    encodings = {name: encode_split(load_run_model(run)[1], test) for name, run in demo_runs.items()}
+
+    def expected(query, target, distance):
+        return {name: expected_top_ids(enc, test, query, target, distance, K) for name, enc in encodings.items()}
+
+    def shown(demo):
+        states = {name: demo.state(name) for name in demo_runs}
+        assert all(s["error"] == "" for s in states.values()), states
+        return states
+
+    first = str(test.ids[0])
+    # a second query whose top-k differs from the first one's under both runs (so that the check is not vacuous)
+    start = expected({"audio": first, "text": first}, "image", "ssw")
+    second = next(str(i) for i in test.ids[1:] if all(
+        ids != start[n] for n, ids in expected({"audio": str(i), "text": str(i)}, "image", "ssw").items()))
+
+    with demo_page(demo_runs, data=str(test.root), split="test", target="image", distance="ssw", k=K) as demo:
+        states = shown(demo)
+        for name, s in states.items():
+            assert (s["query"], s["target"], s["distance"]) == ({"audio": first, "text": first}, "image", "ssw")
+            assert s["ids"] == start[name]
+
+        demo.search("audio", second)  # an id typed into the audio search box; the text picker follows
+        states = shown(demo)
+        want = expected({"audio": second, "text": second}, "image", "ssw")
+        for name, s in states.items():
+            assert s["query"] == {"audio": second, "text": second}
+            assert s["ids"] == want[name] and s["ids"] != start[name]
+
+        demo.set_target("audio")  # the audio box leaves the query; image was never in it
+        states = shown(demo)
+        want = expected({"text": second}, "audio", "ssw")
+        for name, s in states.items():
+            assert (s["query"], s["target"]) == ({"text": second}, "audio")
+            assert s["ids"] == want[name]
+
+        demo.set_distance("kl")
+        want = expected({"text": second}, "audio", "kl")
+        assert {name: s["ids"] for name, s in shown(demo).items()} == want
+
+        png = demo.screenshot()
+    atomic_write_bytes(os.environ.get("MMKIT_SCREENSHOT") or tmp_path / "retrieval_widget.png", png)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
