@@ -399,7 +399,9 @@ class VonMisesFisher(Distribution):
         if self._validate_args:
             self._validate_sample(value)
             if not bool(unit_vector.check(value).all()):
-                raise ValueError("VonMisesFisher.log_prob: value must be unit vectors along the last dimension")
+                worst = float((torch.linalg.vector_norm(value, dim=-1) - 1.0).abs().max())
+                raise ValueError("VonMisesFisher.log_prob: value must be finite unit vectors along the last dimension, "
+                                 f"got max |norm - 1| = {worst:.3g}")
         return self.log_normalizer + self.concentration * (value * self.loc).sum(-1)
 
     def entropy(self) -> Tensor:

@@ -62,6 +62,12 @@ def _check_pair(x: Tensor, y: Tensor) -> None:
         raise ValueError(f"x and y must share the embedding dimension, got {tuple(x.shape)} and {tuple(y.shape)}")
 
 
+def _check_modalities(name: str, mapping: Mapping) -> None:
+    unknown = sorted(set(mapping) - set(MODALITIES))
+    if unknown or len(mapping) < 2:
+        raise ValueError(f"{name} must map at least two of {MODALITIES} to tensors, got keys {sorted(mapping)}")
+
+
 def pairwise_mean(per_pair: Mapping[tuple[str, str], Tensor]) -> Tensor:
     """Mean of the per-modality-pair losses that exist (pairs with no complete item are absent)."""
     if not per_pair:
@@ -109,10 +115,13 @@ def ssw_loss(samples: Mapping[str, Tensor], n_projections: int = 100, present: M
     -------
     Tensor (scalar) or dict[(str, str), Tensor]
     """
-    if not samples:
-        raise ValueError("samples must hold at least two modalities")
-    first = next(iter(samples.values()))
-    _check_samples("samples", first)
+    _check_modalities("samples", samples)
+    first_name, first = next(iter(samples.items()))
+    for m, x in samples.items():
+        _check_samples(f"samples[{m!r}]", x)
+        if (x.shape[0], x.shape[-1]) != (first.shape[0], first.shape[-1]):
+            raise ValueError(f"samples[{m!r}] of shape {tuple(x.shape)} must hold the same B items in the same d "
+                             f"as samples[{first_name!r}] of shape {tuple(first.shape)}")
     batch, n, d = first.shape
     if debiased and n % 2:
         raise ValueError(f"debiased L_S splits the L samples in two halves: L must be even, got {n}")
@@ -243,6 +252,10 @@ def product_of_gaussians(means: list[Tensor], log_vars: list[Tensor]) -> tuple[T
     """
     if not means or len(means) != len(log_vars):
         raise ValueError("product_of_gaussians needs as many means as log-variances (at least one)")
+    shapes = {tuple(t.shape) for t in (*means, *log_vars)}
+    if len(shapes) != 1:
+        raise ValueError(f"product_of_gaussians: every mean and log-variance must have the same shape (B, d), "
+                         f"got {sorted(shapes)}")
     precisions = [torch.exp(-lv) for lv in log_vars]
     total = torch.stack(precisions).sum(0)
     mean = torch.stack([p * m for p, m in zip(precisions, means)]).sum(0) / total
@@ -333,6 +346,10 @@ class TrainingObjective(torch.nn.Module):
         -------
         dict with ``loss`` (the total) and its parts ``L_C``, ``L_S``, ``VIB`` (those that apply).
         """
+        _check_modalities("outputs", outputs)
+        missing = sorted(set(outputs) - set(present))
+        if missing:
+            raise ValueError(f"present must hold a (B,) mask for every modality of outputs, missing {missing}")
         if self.family == "vmf":
             return self._vmf_terms(outputs, present, generator)
         return self._gaussian_terms(outputs, present)

@@ -51,6 +51,8 @@ def ranks_from_scores(scores: Tensor, targets: Tensor | None = None) -> Tensor:
 
 def recall_at_k(ranks: Tensor, k: int) -> float:
     """Percentage of queries whose true item ranks within the top ``k``."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
     return 100.0 * (ranks <= k).to(torch.float64).mean().item()
 
 

@@ -40,7 +40,7 @@ def check_parameters(namespace: Mapping, spec: Mapping[str, str]) -> None:
     """Inside a notebook: check the types of the parameters ``spec`` names (``{name: "int", ...}``)."""
     for name, type_name in spec.items():
         if name not in namespace:
-            raise ParameterError(f"parameter {name!r} is not defined")
+            raise ParameterError(f"parameter {name!r} ({type_name}) is not defined")
         _check(name, namespace[name], type_name, "notebook")
 
 

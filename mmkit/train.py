@@ -9,13 +9,15 @@ Run directory (the unit every later step reads)::
       checkpoint.json    pointer {file, sha256, epoch} to the last good checkpoint (atomic)
       ckpt-epochNNNN.pt  full training state (the last two are kept)
       best.pt            model weights of the epoch with the best validation score
-      metrics.json       validation metrics of the best epoch
+      metrics.json       validation metrics of the best epoch, SHA-256 of best.pt
 
 Determinism: every epoch reseeds torch from ``(seed, epoch)`` and draws its batch order from a
 generator with the same key, so a run interrupted at any point and resumed with the same command
 produces bit-identical results to an uninterrupted one (on the same machine and thread count).
 Checkpoints are written atomically with a SHA-256 recorded in ``checkpoint.json`` and loaded with
-``torch.load(weights_only=True)``.
+``torch.load(weights_only=True)``; ``best.pt`` is checked against the SHA-256 recorded in
+``metrics.json``. A resumed run first deletes the temporary files a killed write left behind.
+The fault-injection hook :func:`mmkit.faults.after_step` is consulted after every optimizer step.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import io
 import json
 import math
 import platform
+import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -35,10 +38,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import faults
 from .data.bundle import FeatureSplit
 from .data.datasets import TripletDataset
 from .distributed import DistributedContext, init_distributed
-from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_bytes
+from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, remove_stale_temporaries, sha256_bytes
 from .losses import GAUSSIAN_METHODS, VMF_METHODS, TrainingObjective
 from .models import MultimodalEncoder
 from .retrieval import evaluate_tasks
@@ -58,7 +62,8 @@ class CheckpointError(RuntimeError):
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN/inf; the message names the epoch, step and item indices of the batch."""
+    """The loss (or a gradient) became NaN/inf; the message names the epoch, step and item indices
+    of the batch."""
 
 
 @dataclass(frozen=True)
@@ -94,11 +99,15 @@ class TrainConfig:
         def fail(name, expected):
             raise ConfigError(f"TrainConfig.{name}: expected {expected}, got {getattr(self, name)!r}")
 
+        def number(name) -> bool:  # a real number (bools are ints in Python, not settings)
+            value = getattr(self, name)
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
         if self.method not in METHODS:
             fail("method", f"one of {METHODS}")
         if self.contrastive not in ("infonce", "pcme"):
             fail("contrastive", "'infonce' or 'pcme'")
-        if not (isinstance(self.lambda_s, (int, float)) and self.lambda_s >= 0 and not math.isnan(self.lambda_s)):
+        if not (number("lambda_s") and self.lambda_s >= 0):
             fail("lambda_s", "a number >= 0 (inf means L_S only)")
         for name, low in (("dim", 2), ("n_samples", 1), ("n_projections", 1), ("match_samples", 1), ("hidden", 1),
                           ("layers", 0), ("batch_size", 2), ("epochs", 1), ("threads", 1), ("keep_checkpoints", 1)):
@@ -108,12 +117,12 @@ class TrainConfig:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             fail("seed", "an int >= 0")
         for name in ("vib_weight", "weight_decay"):
-            if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) >= 0):
-                fail(name, "a number >= 0")
+            if not (number(name) and 0 <= getattr(self, name) < math.inf):
+                fail(name, "a finite number >= 0")
         for name in ("lr", "kappa_floor"):
-            if not (isinstance(getattr(self, name), (int, float)) and 0 < getattr(self, name) < math.inf):
+            if not (number(name) and 0 < getattr(self, name) < math.inf):
                 fail(name, "a finite number > 0")
-        if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
+        if not (number("dropout") and 0 <= self.dropout < 1):
             fail("dropout", "a number in [0, 1)")
         if not isinstance(self.debiased_ssw, bool):
             fail("debiased_ssw", "a bool")
@@ -131,6 +140,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: Mapping) -> "TrainConfig":
         """Build from a mapping, refusing unknown keys (with the list of valid ones)."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"TrainConfig.from_dict: expected a mapping of setting -> value, got {type(values).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
@@ -145,7 +156,12 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "TrainConfig":
-        d = json.loads(text)
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"TrainConfig.from_json: not valid JSON ({exc})") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"TrainConfig.from_json: expected a JSON object, got {type(d).__name__}")
         if d.get("lambda_s") == "inf":
             d["lambda_s"] = math.inf
         return cls.from_dict(d)
@@ -256,52 +272,89 @@ def _validation(model, split, device) -> tuple[float, dict, dict]:
 # ----------------------------------------------------------------------------------------------
 # checkpoints
 # ----------------------------------------------------------------------------------------------
+_CHECKPOINT_NAME = re.compile(r"ckpt-epoch\d{4,}\.pt")
+_CHECKPOINT_KEYS = ("model", "objective", "optimizer", "epoch", "best_score", "best_epoch", "history")
+
+
 def _save_checkpoint(run: Path, state: dict, keep: int) -> None:
+    """Write the checkpoint, commit it in ``checkpoint.json``, then prune: the ``keep`` newest up
+    to this one stay; later-numbered files (left by an abandoned earlier history) go."""
     buf = io.BytesIO()
     torch.save(state, buf)
     data = buf.getvalue()
     name = f"ckpt-epoch{state['epoch']:04d}.pt"
     atomic_write_bytes(run / name, data)
     atomic_write_json(run / "checkpoint.json", {"file": name, "sha256": sha256_bytes(data), "epoch": state["epoch"]})
-    for old in sorted(run.glob("ckpt-epoch*.pt"))[:-keep]:
+    files = sorted(run.glob("ckpt-epoch*.pt"))
+    current = files.index(run / name)
+    for old in files[:max(0, current + 1 - keep)] + files[current + 1:]:
         old.unlink()
+
+
+def _read_json(path: Path, what: str):
+    """Parsed JSON of a run file; a missing or corrupt file is a :class:`CheckpointError`."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing {what}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: corrupt {what}, not valid JSON ({exc})") from None
+
+
+def _read_config(path: Path) -> TrainConfig:
+    try:
+        return TrainConfig.from_json(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing run config") from None
+    except (ConfigError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: corrupt run config ({exc})") from None
 
 
 def _load_checkpoint(run: Path) -> dict | None:
     pointer = run / "checkpoint.json"
     if not pointer.exists():
         return None
-    try:
-        meta = json.loads(pointer.read_text())
-        path = run / meta["file"]
-        expected = meta["sha256"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{pointer}: unreadable checkpoint pointer ({exc}); "
-                              "delete the run directory to start over") from None
+    meta = _read_json(pointer, "checkpoint pointer")
+    if not (isinstance(meta, dict) and isinstance(meta.get("file"), str) and _CHECKPOINT_NAME.fullmatch(meta["file"])
+            and isinstance(meta.get("sha256"), str) and isinstance(meta.get("epoch"), int)):
+        raise CheckpointError(f"{pointer}: expected {{'file': 'ckpt-epochNNNN.pt', 'sha256': <hex>, 'epoch': <int>}}, "
+                              f"got {meta!r}; delete the run directory to start over")
+    path = run / meta["file"]
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint named in {pointer.name} is missing")
     data = path.read_bytes()
-    if sha256_bytes(data) != expected:
-        raise CheckpointError(f"{path}: checksum mismatch (truncated or corrupt checkpoint); "
+    if sha256_bytes(data) != meta["sha256"]:
+        raise CheckpointError(f"{path}: checksum mismatch (truncated or corrupt checkpoint: {len(data)} bytes, "
+                              f"SHA-256 {sha256_bytes(data)[:12]}..., expected {meta['sha256'][:12]}...); "
                               "delete it and checkpoint.json to restart from scratch")
     try:
-        return torch.load(io.BytesIO(data), weights_only=True)
+        state = torch.load(io.BytesIO(data), weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a corrupt checkpoint
         raise CheckpointError(f"{path}: cannot be loaded with weights_only=True ({exc})") from None
+    missing = [k for k in _CHECKPOINT_KEYS if not (isinstance(state, dict) and k in state)]
+    if missing or state["epoch"] != meta["epoch"]:
+        raise CheckpointError(f"{path}: not a training checkpoint of epoch {meta['epoch']} "
+                              f"(missing {missing}, epoch {state.get('epoch') if isinstance(state, dict) else None})")
+    return state
 
 
 def load_run_model(run: str | Path, which: str = "best") -> tuple[TrainConfig, MultimodalEncoder]:
     """Load a trained encoder from a run directory (``which`` = "best" or "last")."""
     run = Path(run)
-    config = TrainConfig.from_json((run / "config.json").read_text())
-    manifest = json.loads((run / "manifest.json").read_text())
+    config = _read_config(run / "config.json")
+    manifest = _read_json(run / "manifest.json", "run manifest")
     model, _ = build_model(config, manifest["in_dims"])
     if which == "best":
         path = run / "best.pt"
         if not path.is_file():
             raise CheckpointError(f"{path}: missing (has the run finished an epoch?)")
+        data = path.read_bytes()
+        expected = _read_json(run / "metrics.json", "metrics of the best epoch").get("best_sha256")
+        if expected is not None and sha256_bytes(data) != expected:  # runs written before the checksum have none
+            raise CheckpointError(f"{path}: checksum mismatch with metrics.json (corrupt, or the run was killed while "
+                                  "saving it: re-run the training command to resume)")
         try:
-            state = torch.load(path, weights_only=True)
+            state = torch.load(io.BytesIO(data), weights_only=True)
         except Exception as exc:  # noqa: BLE001
             raise CheckpointError(f"{path}: cannot be loaded with weights_only=True ({exc})") from None
         model.load_state_dict(state["model"])
@@ -323,7 +376,7 @@ def train_step(model: MultimodalEncoder, objective: TrainingObjective, dataset: 
     """Forward and backward of one global batch ``indices`` (gradients summed over ranks).
 
     Returns the loss terms (detached); raises :class:`NonFiniteLossError` before any backward
-    when the loss is not finite.
+    when the loss is not finite, and before any optimizer step when a gradient is not.
     """
     local = _to_device(dataset.batch(ctx.shard(indices)), device)
     outputs = {m: (ctx.gather(a), ctx.gather(b)) for m, (a, b) in model(local).items()}
@@ -333,7 +386,14 @@ def train_step(model: MultimodalEncoder, objective: TrainingObjective, dataset: 
         raise NonFiniteLossError(f"non-finite loss { {k: float(v.detach()) for k, v in terms.items()} }; "
                                  f"batch item indices {indices.tolist()}")
     (terms["loss"] / ctx.world_size).backward()
-    ctx.all_reduce_gradients(list(model.parameters()) + list(objective.parameters()))
+    named = [(f"model.{n}", p) for n, p in model.named_parameters()] + \
+            [(f"objective.{n}", p) for n, p in objective.named_parameters()]
+    ctx.all_reduce_gradients([p for _, p in named])
+    grads = [(n, p.grad) for n, p in named if p.grad is not None]
+    if grads and not bool(torch.stack([g.isfinite().all() for _, g in grads]).all()):  # one sync per step
+        bad = next(n for n, g in grads if not bool(g.isfinite().all()))
+        raise NonFiniteLossError(f"non-finite gradient of {bad} (loss {float(terms['loss'].detach()):.6g}); "
+                                 f"batch item indices {indices.tolist()}")
     return {k: v.detach() for k, v in terms.items()}
 
 
@@ -359,9 +419,11 @@ def fit(config: TrainConfig, data: Mapping[str, FeatureSplit], out: str | Path, 
     main = ctx.is_main
     run = Path(out)
     run.mkdir(parents=True, exist_ok=True)
+    if main:
+        remove_stale_temporaries(run)
     cfg_path = run / "config.json"
     if cfg_path.exists():
-        previous = TrainConfig.from_json(cfg_path.read_text())
+        previous = _read_config(cfg_path)
         if previous != config:
             diff = {k: (v, getattr(config, k)) for k, v in previous.to_dict().items() if config.to_dict()[k] != v}
             raise CheckpointError(f"{run}: holds a run with another config {diff}; use a new --out directory")
@@ -386,7 +448,7 @@ def fit(config: TrainConfig, data: Mapping[str, FeatureSplit], out: str | Path, 
         start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
         history = list(state["history"])
     manifest_path = run / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {
+    manifest = _read_json(manifest_path, "run manifest") if manifest_path.exists() else {
         "git_commit": _git_commit(), "versions": _versions(), "seed": config.seed,
         "data_sha256": data_fingerprint(data), "in_dims": in_dims, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "threads": config.threads, "device": str(device), "resumes": 0, "data": data_spec}
@@ -398,6 +460,8 @@ def fit(config: TrainConfig, data: Mapping[str, FeatureSplit], out: str | Path, 
     manifest["world_size"] = ctx.world_size
     if main:
         atomic_write_json(manifest_path, manifest)
+        if state is not None:  # the committed history is authoritative (a kill may have cut the log short)
+            _write_log(run / "log.csv", history)
     ctx.barrier()
 
     dataset = TripletDataset(train_split)
@@ -420,13 +484,17 @@ def fit(config: TrainConfig, data: Mapping[str, FeatureSplit], out: str | Path, 
             try:
                 terms = train_step(model, objective, dataset, idx, ctx, device, proj_gen)
             except NonFiniteLossError as exc:
-                raise NonFiniteLossError(f"epoch {epoch}, step {step}: {exc}") from None
+                message = f"epoch {epoch}, step {step}: {exc}"
+                if main:
+                    atomic_write_json(manifest_path, {**manifest, "status": "failed", "error": message})
+                raise NonFiniteLossError(message) from None
             optimizer.step()
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             bar.update(1)
             bar.set_postfix({k: f"{v / (step + 1):.4f}" for k, v in sums.items()}, refresh=False)
             steps_done += 1
+            faults.after_step()
             if stop_after_steps is not None and steps_done >= stop_after_steps:
                 bar.close()
                 return {"interrupted": True, "epoch": epoch, "step": step}
@@ -445,7 +513,8 @@ def fit(config: TrainConfig, data: Mapping[str, FeatureSplit], out: str | Path, 
                 buf = io.BytesIO()
                 torch.save({"model": model.state_dict(), "epoch": epoch}, buf)
                 atomic_write_bytes(run / "best.pt", buf.getvalue())
-                atomic_write_json(run / "metrics.json", {"best_epoch": epoch, "val_score": score, "val_tasks": tasks})
+                atomic_write_json(run / "metrics.json", {"best_epoch": epoch, "val_score": score, "val_tasks": tasks,
+                                                         "best_sha256": sha256_bytes(buf.getvalue())})
             _save_checkpoint(run, {"model": model.state_dict(), "objective": objective.state_dict(),
                                    "optimizer": optimizer.state_dict(), "epoch": epoch, "best_score": best_score,
                                    "best_epoch": best_epoch, "history": history}, config.keep_checkpoints)
@@ -456,7 +525,7 @@ def fit(config: TrainConfig, data: Mapping[str, FeatureSplit], out: str | Path, 
         manifest.update(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         atomic_write_json(manifest_path, manifest)
     ctx.barrier()
-    summary = json.loads((run / "metrics.json").read_text())
+    summary = _read_json(run / "metrics.json", "metrics of the best epoch")
     summary["history"] = history
     return summary
 

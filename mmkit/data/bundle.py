@@ -5,6 +5,7 @@ Format (a directory; see ``docs/data_format.md``)::
     bundle/
       manifest.json          {"format": "mmkit-bundle", "version": 1, "name": ..., "modalities": [...],
                               "quantized": {"audio": [-2.0, 2.0], ...}   # optional, per modality
+                              "sha256": {"train.npz": <hex>, ...}}       # optional, save_bundle writes it
       train.npz  val.npz  test.npz
 
 Each ``<split>.npz`` holds, row-aligned with ``ids``:
@@ -20,20 +21,25 @@ Each ``<split>.npz`` holds, row-aligned with ``ids``:
 ``captions``            (N,) unicode, optional: text shown by the widgets
 ``media_<m>``           (N,) unicode, optional: raw-media paths relative to the bundle directory
 
-``np.load(..., allow_pickle=False)`` is used throughout: no code is executed from data.
+``np.load(..., allow_pickle=False)`` is used throughout: no code is executed from data. When the
+manifest records the files' SHA-256 (every bundle written by :func:`save_bundle`), a split file
+whose bytes differ is refused: a flipped byte in a zip directory can otherwise drop an optional
+field such as ``<m>_present`` without any zip error.
 Every problem raises :class:`BundleError` naming the file, the field and the first bad row; the
 loader validates everything before returning, so nothing is half-loaded.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_write, atomic_write_json
+from ..io import atomic_write, atomic_write_json, sha256_file
 
 __all__ = ["SPLITS", "MODALITIES", "BundleError", "FeatureSplit", "load_bundle", "save_bundle",
            "make_synthetic_bundle"]
@@ -92,8 +98,10 @@ class FeatureSplit:
 
 
 def _inside_root(root: Path, rel: str, field_name: str, row: int) -> Path:
-    root = root.resolve()
-    path = (root / rel).resolve()
+    root, rel = root.resolve(), str(rel)
+    if "\0" in rel:
+        raise BundleError(f"{field_name} row {row}: path {rel!r} contains a NUL byte")
+    path = (root / rel).resolve()  # follows symbolic links: a link pointing outside escapes too
     if os.path.isabs(rel) or (path != root and root not in path.parents):
         raise BundleError(f"{field_name} row {row}: path {rel!r} escapes the bundle directory {root}")
     return path
@@ -107,9 +115,9 @@ def _read_manifest(root: Path) -> dict:
     if not path.is_file():
         raise BundleError(f"{path}: missing manifest.json (expected keys: format, version, modalities)")
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"{path}: not valid JSON ({exc})") from None
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: not valid UTF-8 JSON ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise BundleError(f"{path}: field 'format' must be {FORMAT_NAME!r}")
     if manifest.get("version") != FORMAT_VERSION:
@@ -121,8 +129,14 @@ def _read_manifest(root: Path) -> dict:
     if not isinstance(quant, dict):
         raise BundleError(f"{path}: field 'quantized' must map modality -> [lo, hi]")
     for m, rng in quant.items():
-        if m not in mods or not (isinstance(rng, list) and len(rng) == 2 and rng[0] < rng[1]):
-            raise BundleError(f"{path}: field 'quantized' entry {m!r} must be [lo, hi] with lo < hi for a listed modality")
+        numbers = isinstance(rng, list) and len(rng) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in rng)
+        if m not in mods or not (numbers and rng[0] < rng[1]):
+            raise BundleError(f"{path}: field 'quantized' entry {m!r} must be [lo, hi] (finite numbers, lo < hi) "
+                              f"for a listed modality, got {rng!r}")
+    sums = manifest.get("sha256", {})
+    if not (isinstance(sums, dict) and all(isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) for v in sums.values())):
+        raise BundleError(f"{path}: field 'sha256' must map file name -> 64 hex digits, got {sums!r}")
     return manifest
 
 
@@ -138,9 +152,16 @@ def _load_split(root: Path, split: str, manifest: dict) -> FeatureSplit:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except ValueError as exc:
+        if "pickle" not in str(exc):  # a corrupt array header, not an object array
+            raise BundleError(f"{path}: not a readable .npz (ValueError: {exc})") from None
         raise BundleError(f"{path}: cannot be read without pickle ({exc}); store strings as unicode arrays") from None
     except Exception as exc:  # truncated / corrupt zip
         raise BundleError(f"{path}: not a readable .npz ({type(exc).__name__}: {exc})") from None
+    expected = manifest.get("sha256", {}).get(path.name)
+    actual = sha256_file(path) if expected is not None else None
+    if actual != expected:
+        raise BundleError(f"{path}: SHA-256 {actual[:12]}... differs from {expected[:12]}... recorded in "
+                          "manifest.json (a corrupt file, or one changed after save_bundle: save the bundle again)")
 
     def need(name: str) -> np.ndarray:
         if name not in arrays:
@@ -239,12 +260,15 @@ def load_bundle(path: str | os.PathLike, splits: tuple[str, ...] = SPLITS) -> di
 # ----------------------------------------------------------------------------------------------
 def save_bundle(path: str | os.PathLike, splits: dict[str, dict[str, np.ndarray]], name: str,
                 quantized: dict[str, list[float]] | None = None) -> Path:
-    """Write a bundle (each file atomically: temp file + rename). ``splits[s]`` maps field -> array."""
+    """Write a bundle (each file atomically: temp file + rename; the manifest, last, records each
+    split file's SHA-256). ``splits[s]`` maps field -> array."""
     root = Path(path)
     mods = sorted({m for arrays in splits.values() for m in arrays if m in MODALITIES}, key=MODALITIES.index)
+    sums = {}
     for split, arrays in splits.items():
-        atomic_write(root / f"{split}.npz", lambda fh, a=arrays: np.savez(fh, **a))
-    manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "name": name, "modalities": mods}
+        written = atomic_write(root / f"{split}.npz", lambda fh, a=arrays: np.savez(fh, **a))
+        sums[written.name] = sha256_file(written)
+    manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "name": name, "modalities": mods, "sha256": sums}
     if quantized:
         manifest["quantized"] = quantized
     atomic_write_json(root / "manifest.json", manifest)
