@@ -34,7 +34,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 reproduce: $(STAMP)
-	$(PY) -m mmkit reproduce
+	$(PY) -m mmkit reproduce --preset quick --readme README.md
 
 bench: $(STAMP)
 	cd benchmarks && ../$(PY) bench_ssw.py && ../$(PY) bench_vmf.py

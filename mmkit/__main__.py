@@ -76,7 +76,7 @@ def _evaluate(args) -> int:
 
 
 def _reproduce(args) -> int:
-    from .pipeline import plan, run_plan
+    from .pipeline import plan, refresh_widget_screenshot, run_plan
 
     steps = plan(args.preset, data=args.data, runs_dir=args.runs_dir, tables_dir=args.tables_dir,
                  figures_dir=args.figures_dir, cache=args.cache or "")
@@ -84,6 +84,8 @@ def _reproduce(args) -> int:
           f"(executed notebooks in {args.runs_dir}/notebooks)", flush=True)
     started = time.time()
     run_plan(steps, runs_dir=args.runs_dir, jobs=args.jobs, force=args.force)
+    if args.preset != "smoke":
+        refresh_widget_screenshot(args.preset, args.data, args.runs_dir, args.figures_dir, args.cache or "")
     print(f"pipeline finished in {(time.time() - started) / 60:.1f} min")
     if args.readme:
         from .reports import sync_readme_tables

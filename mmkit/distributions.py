@@ -203,6 +203,10 @@ def _wood_sample_s(d: int, kappa: Tensor, envelope: Tensor | None = None, max_ro
     it reads ``kappa (w - x0) + (d-1) [log1p(x0 (1-w)/(1-x0)) - log1p(x0)] >= log u``.
     ``envelope`` overrides ``b`` (used only by tests that demonstrate a wrong envelope).
     """
+    if not bool((torch.isfinite(kappa) & (kappa > 0)).all()):
+        bad = kappa[~(torch.isfinite(kappa) & (kappa > 0))].flatten()[0].item()
+        raise FloatingPointError(f"vMF sampler: concentration must be finite and > 0, got {bad!r} (d={d}; with "
+                                 "validate_args=False nothing checked it earlier: a diverging model?)")
     b = wood_envelope(d, kappa) if envelope is None else envelope
     x0 = (1.0 - b) / (1.0 + b)
     one_minus_x0 = 2.0 * b / (1.0 + b)

@@ -153,17 +153,49 @@ class MultimodalEncoder(nn.Module):
         else:
             heads = {m: GaussianHead(d_in, dim, hidden, layers, dropout) for m, d_in in in_dims.items()}
         self.heads = nn.ModuleDict(heads)
+        # Per-feature standardisation of the (pooled) input features, fitted on the training split
+        # by :meth:`fit_input_normalization`; identity until then. Stored in the state dict.
+        for m, d_in in in_dims.items():
+            if m not in self.backbones:
+                self.register_buffer(f"input_mean_{m}", torch.zeros(d_in))
+                self.register_buffer(f"input_std_{m}", torch.ones(d_in))
 
     @property
     def modalities(self) -> tuple[str, ...]:
         return tuple(self.heads.keys())
+
+    @torch.no_grad()
+    def fit_input_normalization(self, features: Mapping[str, Tensor], eps: float = 1e-6) -> None:
+        """Set each modality's input standardisation to the mean and standard deviation of ``features``.
+
+        features : modality -> (N, D_m) pooled training features (items that have the modality).
+        Cached frozen features carry large common offsets (the mean vector's norm exceeds the spread
+        of the items for the audio and text features of the embedded data); without centring and
+        scaling, every item starts at nearly the same embedding and training stalls — measured on
+        `small`: validation MRR 0.18 without, 0.35 with (docs/hyperparameters.md).
+        """
+        for m, x in features.items():
+            mean = getattr(self, f"input_mean_{m}", None)
+            if mean is None:
+                raise ValueError(f"no standardisation for modality {m!r} (unknown, or it has a backbone)")
+            x = torch.as_tensor(x, dtype=torch.float32)
+            if x.dim() != 2 or x.shape[1] != mean.shape[0] or x.shape[0] < 2:
+                raise ValueError(f"features[{m!r}] must have shape (N >= 2, {mean.shape[0]}), got {tuple(x.shape)}")
+            if not bool(torch.isfinite(x).all()):
+                raise ValueError(f"features[{m!r}] holds non-finite values")
+            mean.copy_(x.mean(0))
+            getattr(self, f"input_std_{m}").copy_(x.std(0) + eps)
 
     def forward(self, batch: Mapping) -> dict[str, tuple[Tensor, Tensor]]:
         lengths = batch.get("lengths", {})
         out = {}
         for m, head in self.heads.items():
             if m in batch:
-                x = self.backbones[m](batch[m]) if m in self.backbones else masked_mean_pool(batch[m], lengths.get(m))
+                if m in self.backbones:
+                    x = self.backbones[m](batch[m])
+                else:
+                    x = masked_mean_pool(batch[m], lengths.get(m))
+                    x = (x - getattr(self, f"input_mean_{m}")) / getattr(self, f"input_std_{m}")
                 out[m] = head(x)
         return out
 

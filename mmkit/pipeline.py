@@ -19,7 +19,7 @@ from pathlib import Path
 from .io import atomic_write_json
 from .notebook import run_notebook
 
-__all__ = ["Step", "PIPELINE_PRESETS", "plan", "step_key", "run_plan"]
+__all__ = ["Step", "PIPELINE_PRESETS", "plan", "step_key", "run_plan", "refresh_widget_screenshot"]
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 LAMBDA_SWEEP = (0.01, 0.1, 1.0, 10.0, 100.0)
@@ -28,13 +28,14 @@ LAMBDA_SWEEP = (0.01, 0.1, 1.0, 10.0, 100.0)
 PIPELINE_PRESETS = {
     "quick": {"data": "small", "seeds": (0, 1, 2), "distance": "ssw",
               "train": {"epochs": 20, "batch_size": 128, "hidden": 256, "layers": 2},
-              "runtime": {"repeats": 5, "steps": 2}},
+              "runtime": {"repeats": 5, "steps": 2}, "sphere": {"epochs": 20}},
     "paper": {"data": "full", "seeds": (0, 1, 2, 3, 4), "distance": "ssw",
               "train": {"epochs": 40, "batch_size": 128, "hidden": 256, "layers": 2},
-              "runtime": {"repeats": 10, "steps": 3}},
+              "runtime": {"repeats": 10, "steps": 3}, "sphere": {"epochs": 40}},
     "smoke": {"data": "tiny", "seeds": (0,), "distance": "kl",
               "train": {"epochs": 2, "batch_size": 16, "hidden": 32, "layers": 1},
-              "runtime": {"repeats": 2, "steps": 1, "batch": 8, "backbone_batch": 4}},
+              "runtime": {"repeats": 2, "steps": 1, "batch": 8, "backbone_batch": 4},
+              "sphere": {"epochs": 2, "max_items": 20, "n_samples": 5}},
 }
 
 
@@ -57,7 +58,8 @@ def plan(preset: str = "quick", data: str | None = None, runs_dir: str = "report
 
     dataset -> every training run (Proposed at each λ_S, the limits 1e-12 and L_S only, Baseline,
     PCME, MPC; each seed) -> evaluate (Tables 2-4 from the main runs), ablation (Tables 8-10 from
-    the λ_S runs) and runtime (Table 1, alone).
+    the λ_S runs), sphere (distributions on S^2 from the first Proposed run and a d = 3
+    illustration model) and runtime (Table 1, alone).
     """
     if preset not in PIPELINE_PRESETS:
         raise ValueError(f"preset must be one of {tuple(PIPELINE_PRESETS)}, got {preset!r}")
@@ -86,6 +88,11 @@ def plan(preset: str = "quick", data: str | None = None, runs_dir: str = "report
                       tuple(str(Path(tables_dir) / f"recall_{t}.csv") for t in ("image", "text", "audio"))))
     steps.append(Step("ablation", "04_ablation.ipynb", {"runs": json.dumps(ablation_runs), **common}, trained,
                       tuple(str(Path(tables_dir) / f"{t}.csv") for t in ("lambda_sweep", "lambda_limits"))))
+    first_proposed = str(Path(runs_dir) / "train" / f"proposed-l1-s{cfg['seeds'][0]}")
+    steps.append(Step("sphere", "06_sphere.ipynb",
+                      {"data": data, "cache": cache, "run": first_proposed, "figures_dir": figures_dir,
+                       "illustration_out": str(Path(runs_dir) / "train" / "illustration-d3"), **cfg["sphere"]},
+                      (f"train-proposed-l1-s{cfg['seeds'][0]}",), (str(Path(figures_dir) / "sphere_projection.html"),)))
     steps.append(Step("runtime", "05_runtime.ipynb", {"tables_dir": tables_dir, "figures_dir": figures_dir,
                                                       **cfg["runtime"]},
                       trained, (str(Path(tables_dir) / "runtime.csv"),), exclusive=True))
@@ -141,3 +148,30 @@ def run_plan(steps: list[Step], runs_dir: str | os.PathLike = "reports/runs", jo
                 log(f"[{len(status)}/{len(steps)}] {s.name}: {status[s.name]} (alone)")
         pending = [s for s in pending if s.name not in status]
     return status
+
+
+def refresh_widget_screenshot(preset: str = "quick", data: str | None = None, runs_dir: str = "reports/runs",
+                              figures_dir: str = "reports/figures", cache: str = "", log=print) -> Path | None:
+    """Screenshot of the retrieval demo (Proposed vs Baseline, first seed) in a real browser.
+
+    Writes ``<figures_dir>/retrieval_widget.png`` unless it is newer than both runs' weights;
+    returns its path, or ``None`` when no browser is available (logged: the tables do not depend on it).
+    """
+    from .browser import BrowserUnavailable, screenshot_retrieval_demo
+
+    cfg = PIPELINE_PRESETS[preset]
+    seed = cfg["seeds"][0]
+    runs = {"Proposed": Path(runs_dir) / "train" / f"proposed-l1-s{seed}",
+            "Baseline": Path(runs_dir) / "train" / f"baseline-l0-s{seed}"}
+    out = Path(figures_dir) / "retrieval_widget.png"
+    newest = max((r / "best.pt").stat().st_mtime for r in runs.values())
+    if out.is_file() and out.stat().st_mtime > newest:
+        log(f"{out}: up to date")
+        return out
+    try:
+        screenshot_retrieval_demo({k: str(v) for k, v in runs.items()}, out, data=data or cfg["data"], cache=cache)
+    except BrowserUnavailable as err:
+        log(f"{out}: not refreshed ({err})")
+        return None
+    log(f"{out}: refreshed")
+    return out

@@ -44,7 +44,7 @@ from .data.datasets import TripletDataset
 from .distributed import DistributedContext, init_distributed
 from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, remove_stale_temporaries, sha256_bytes
 from .losses import GAUSSIAN_METHODS, VMF_METHODS, TrainingObjective
-from .models import MultimodalEncoder
+from .models import MultimodalEncoder, masked_mean_pool
 from .retrieval import evaluate_tasks
 
 __all__ = ["TrainConfig", "ConfigError", "CheckpointError", "NonFiniteLossError", "fit", "load_run_model",
@@ -174,6 +174,16 @@ class TrainConfig:
 # ----------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------
+def pooled_features(split: FeatureSplit) -> dict[str, torch.Tensor]:
+    """modality -> (N_m, D_m) features of the items that have the modality, frame-level ones mean-pooled."""
+    out = {}
+    for m in split.modalities:
+        x = torch.from_numpy(np.ascontiguousarray(split.features[m], dtype=np.float32))
+        lengths = torch.from_numpy(split.lengths[m]) if m in split.lengths else None
+        out[m] = masked_mean_pool(x, lengths)[torch.from_numpy(split.present[m].astype(bool))]
+    return out
+
+
 def data_fingerprint(splits: Mapping[str, FeatureSplit]) -> str:
     """SHA-256 over ids, features and masks of every split (identifies the data of a run)."""
     parts = []
@@ -434,6 +444,7 @@ def fit(config: TrainConfig, data: Mapping[str, FeatureSplit], out: str | Path, 
     in_dims = {m: train_split.feature_dim(m) for m in train_split.modalities}
     torch.manual_seed(config.seed)
     model, objective = build_model(config, in_dims)
+    model.fit_input_normalization(pooled_features(train_split))
     model.to(device), objective.to(device)
     params = list(model.parameters()) + list(objective.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)

@@ -28,3 +28,36 @@ def test_backbones_under_heads():
     assert {m: tuple(v[0].shape) for m, v in out.items()} == {m: (3, 8) for m in ("audio", "image", "text")}
     dists = model.distributions(batch)
     assert dists["text"].rsample((2,)).shape == (2, 3, 8)
+
+
+def test_input_standardisation_is_fitted_stored_and_applied(tmp_path):
+    import numpy as np
+    import pytest
+
+    from mmkit.data import load_bundle, make_synthetic_bundle
+    from mmkit.models import MultimodalEncoder
+    from mmkit.train import pooled_features
+
+    g = torch.Generator().manual_seed(0)
+    x = 5.0 + 0.1 * torch.randn(50, 6, generator=g, dtype=torch.float64)  # a large common offset
+    enc = MultimodalEncoder({"audio": 6, "text": 4}, dim=3, hidden=8, layers=1, dropout=0.0).eval()
+    before = enc({"audio": x.float()})["audio"][0]
+    enc.fit_input_normalization({"audio": x})
+    torch.testing.assert_close(enc.input_mean_audio, x.mean(0).float())
+    torch.testing.assert_close(enc.input_std_audio, x.std(0).float() + 1e-6)
+    assert "input_std_audio" in enc.state_dict() and torch.equal(enc.input_mean_text, torch.zeros(4))
+    after = enc({"audio": x.float()})["audio"][0]
+    # the offset no longer dominates: standardised items spread over the sphere instead of clumping
+    assert (before @ before.T).min() > 0.99 and (after @ after.T).min() < 0.5
+    with pytest.raises(ValueError, match=r"features\['audio'\] must have shape \(N >= 2, 6\)"):
+        enc.fit_input_normalization({"audio": x[:, :5]})
+    with pytest.raises(ValueError, match="no standardisation for modality 'image'"):
+        enc.fit_input_normalization({"image": x})
+    with pytest.raises(ValueError, match="non-finite"):
+        enc.fit_input_normalization({"audio": x * float("nan")})
+    split = load_bundle(make_synthetic_bundle(tmp_path / "b", n_items=(20, 4, 4), seed=1))["train"]
+    for m, feats in pooled_features(split).items():
+        present = split.present[m].astype(bool)
+        assert feats.shape == (int(present.sum()), split.feature_dim(m))
+        if split.features[m].ndim == 2:
+            assert np.array_equal(feats.numpy(), split.features[m][present])

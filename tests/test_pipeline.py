@@ -9,7 +9,7 @@ from mmkit.pipeline import plan, run_plan, step_key
 def test_plan_shape():
     steps = plan("quick")
     names = [s.name for s in steps]
-    assert names[0] == "dataset" and names[-3:] == ["evaluate", "ablation", "runtime"]
+    assert names[0] == "dataset" and names[-4:] == ["evaluate", "ablation", "sphere", "runtime"]
     trains = [s for s in steps if s.name.startswith("train-")]
     assert len(trains) == 3 * 10  # baseline, pcme, mpc, ls_only, proposed at 1e-12 and the five sweep values
     assert all(s.after == ("dataset",) for s in trains)
@@ -33,8 +33,9 @@ def test_smoke_pipeline_runs_then_skips(tiny, tmp_path):
     for name in ("recall_image", "recall_text", "recall_audio", "lambda_sweep", "lambda_limits", "runtime"):
         assert (tables / f"{name}.md").is_file() and (tables / f"{name}.tex").is_file()
     assert "Proposed / Baseline" in (tables / "runtime.md").read_text()
-    for name in ("lambda_sweep", "kappa_reliability", "runtime"):
+    for name in ("lambda_sweep", "kappa_reliability", "runtime", "sphere_projection_print"):
         assert all((figures / f"{name}.{ext}").stat().st_size > 0 for ext in ("pdf", "svg", "png"))
+    assert (figures / "sphere_projection.html").stat().st_size > 0
     with open(tables / "lambda_sweep.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert {r["lambda_s"] for r in rows} == {"1e-12", "0.01", "0.1", "1", "10", "100"}
