@@ -369,6 +369,9 @@ def circle_coordinates(x: Tensor, projections: Tensor) -> Tensor:
     -------
     Tensor, shape (..., T, n)
     """
+    if projections.dim() != 3 or projections.shape[1:] != (x.shape[-1], 2):
+        raise ValueError(f"projections must have shape (T, {x.shape[-1]}, 2) for x of shape {tuple(x.shape)}, got "
+                         f"{tuple(projections.shape)}")
     proj = torch.einsum("...nd,tdk->...tnk", x, projections)
     t = (torch.atan2(-proj[..., 1], -proj[..., 0]) + torch.pi) / (2.0 * torch.pi)
     return torch.remainder(t, 1.0)
@@ -425,6 +428,13 @@ def sliced_wasserstein_sphere(x: Tensor, y: Tensor, n_projections: int = 100, p:
     d = x.shape[-1]
     if y.shape[-1] != d:
         raise ValueError(f"x and y must live in the same dimension, got x {tuple(x.shape)} and y {tuple(y.shape)}")
+    if x.dtype != y.dtype:
+        raise ValueError(f"x and y must have the same dtype, got x {x.dtype} and y {y.dtype}")
+    try:
+        torch.broadcast_shapes(x.shape[:-2], y.shape[:-2])
+    except RuntimeError:
+        raise ValueError(f"the batch dimensions of x {tuple(x.shape[:-2])} and y {tuple(y.shape[:-2])} (shapes "
+                         f"{tuple(x.shape)} and {tuple(y.shape)}) do not broadcast") from None
     if projections is None:
         projections = random_stiefel_projections(d, n_projections, generator=generator, dtype=x.dtype, device=x.device)
     else:
