@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.distributions import kl_divergence
 
-from mmkit.distributions import VonMisesFisher
+from mmkit.distributions import VonMisesFisher, vmf_log_normalizer
 from mmkit.retrieval import (
     GalleryIndex,
     elk_scores,
@@ -15,6 +15,7 @@ from mmkit.retrieval import (
     score,
     ssw_scores,
 )
+from mmkit.special import bessel_iv_ratio
 from mmkit.ssw import random_stiefel_projections, sliced_wasserstein_sphere
 
 
@@ -95,6 +96,103 @@ def test_faiss_prefilter_against_exhaustive_search():
     ids, _ = hnsw.search([(q_loc, q_kappa)], k=10, shortlist=400, distance="kl")
     overlap = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(ids, exhaustive)) / (20 * 10)
     assert overlap >= 0.95
+
+
+def clustered_vmfs(n, d, seed, n_clusters=40):
+    """float32 unit mu around random centres and kappa log-uniform in [1, 1000] (KL ranking != cosine ranking)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.nn.functional.normalize(torch.randn(n_clusters, d, generator=g), dim=-1)
+    which = torch.randint(0, n_clusters, (n,), generator=g)
+    loc = torch.nn.functional.normalize(centres[which] + 0.3 * torch.randn(n, d, generator=g), dim=-1)
+    kappa = torch.exp(torch.empty(n).uniform_(0.0, math.log(1000.0), generator=g))
+    q = min(n, 40)
+    q_loc = torch.nn.functional.normalize(loc[:q] + 0.2 * torch.randn(q, d, generator=g), dim=-1)
+    return loc, kappa, q_loc, kappa[:q].flip(0)
+
+
+@pytest.mark.parametrize("d", [7, 130])  # Bessel order below and above the Debye threshold
+def test_kl_augmented_inner_product_is_minus_kl_plus_a_constant(d):
+    (ql, qk), (gl, gk) = vmfs(5, d, 10), vmfs(300, d, 11)
+    gk = gk * 20.0
+    ip = GalleryIndex.kl_query_vectors(ql, qk) @ GalleryIndex.kl_gallery_vectors(gl, gk).T
+    neg_kl = kl_scores(ql, qk, gl, gk)
+    const = ip - neg_kl  # (5, 300): must not depend on the gallery item
+    assert (const - const[:, :1]).abs().max() < 1e-9 * (1 + neg_kl.abs().max())
+    a_q = torch.tensor([bessel_iv_ratio(0.5 * d - 1, k[None]).item() for k in qk], dtype=torch.float64)
+    assert torch.allclose(const[:, 0], vmf_log_normalizer(d, qk) + qk * a_q, rtol=1e-10, atol=1e-9)
+    assert torch.equal(ip.argsort(1), neg_kl.argsort(1))
+
+
+def test_gallery_index_flat_returns_the_exhaustive_top_k():
+    loc, kappa, q_loc, q_kappa = clustered_vmfs(3000, 16, 12)
+    gallery64, query64 = (loc.double(), kappa.double()), [(q_loc.double(), q_kappa.double())]
+    index = GalleryIndex(loc, kappa, index="flat")
+    for distance, shortlist in (("kl", 30), ("cosine", 30), ("elk", 3000)):
+        ref = score(query64, gallery64, distance=distance).topk(10)
+        ids, scores = index.search([(q_loc, q_kappa)], k=10, shortlist=shortlist, distance=distance)
+        assert torch.equal(ids, ref.indices), distance
+        assert torch.allclose(scores, ref.values, rtol=1e-12, atol=1e-12), distance
+    # the KL top-10 is not a cosine top-30: a mu-cosine shortlist of that size would miss items
+    cos_top = score(query64, gallery64, distance="cosine").topk(30).indices
+    kl_top = score(query64, gallery64, distance="kl").topk(10).indices
+    assert any(not set(a.tolist()) <= set(b.tolist()) for a, b in zip(kl_top, cos_top))
+
+
+def test_gallery_index_ivf_and_hnsw_agree_with_exhaustive_search():
+    loc, kappa, q_loc, q_kappa = clustered_vmfs(6000, 16, 13)
+
+    def overlap(ids, distance):
+        exact = score([(q_loc.double(), q_kappa.double())], (loc.double(), kappa.double()), distance=distance)
+        return sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(ids, exact.topk(10).indices)) / ids.numel()
+
+    # a quarter of the 40 x 4 KL cells, half of the 40 mu-cells
+    ivf = GalleryIndex(loc, kappa, index="ivf", distances=("kl", "cosine", "elk"), n_lists=40, n_kappa_bins=4,
+                       kl_probe=40, n_probe=20)
+    ids, scores = ivf.search([(q_loc, q_kappa)], k=10, shortlist=50)
+    assert overlap(ids, "kl") >= 0.95
+    assert (scores[:, :-1] >= scores[:, 1:]).all()
+    for distance in ("cosine", "elk"):
+        assert overlap(ivf.search([(q_loc, q_kappa)], k=10, shortlist=300, distance=distance)[0], distance) >= 0.95
+    hnsw = GalleryIndex(loc, kappa, index="hnsw", distances=("kl",))
+    assert overlap(hnsw.search([(q_loc, q_kappa)], k=10, shortlist=200)[0], "kl") >= 0.95
+
+
+def test_gallery_index_pads_when_the_gallery_is_smaller_than_k():
+    loc, kappa, q_loc, q_kappa = clustered_vmfs(6, 8, 14, n_clusters=2)
+    ids, scores = GalleryIndex(loc, kappa, index="flat").search([(q_loc[:3], q_kappa[:3])], k=8, shortlist=8)
+    assert (ids[:, 6:] == -1).all() and torch.isinf(scores[:, 6:]).all()
+    assert torch.equal(ids[:, :6].sort(1).values, torch.arange(6).expand(3, 6))
+
+
+def test_gallery_index_rejects_bad_inputs():
+    loc, kappa, q_loc, q_kappa = clustered_vmfs(200, 8, 15, n_clusters=4)
+    nan_loc = loc.clone()
+    nan_loc[3, 0] = float("nan")
+    for bad_loc, bad_kappa, match in ((nan_loc, kappa, "non-finite.*row 3"), (loc * 2, kappa, "unit"),
+                                      (loc, kappa.clone().index_fill_(0, torch.tensor([5]), 0.0), "kappa.*> 0.*row 5"),
+                                      (loc, kappa.clone().index_fill_(0, torch.tensor([5]), float("nan")), "kappa"),
+                                      (loc, kappa[:-1], "kappa \\(N,\\)"), (loc[:, :1], kappa, "d >= 2")):
+        with pytest.raises(ValueError, match=match):
+            GalleryIndex(bad_loc, bad_kappa, index="flat")
+    with pytest.raises(TypeError, match="floating"):
+        GalleryIndex(loc, torch.ones(200, dtype=torch.int64), index="flat")
+    with pytest.raises(ValueError, match="index must be"):
+        GalleryIndex(loc, kappa, index="lsh")
+    with pytest.raises(ValueError, match="distances"):
+        GalleryIndex(loc, kappa, index="flat", distances=("l2",))
+    with pytest.raises(ValueError, match="n_lists"):
+        GalleryIndex(loc, kappa, index="ivf", n_lists=201)
+    index = GalleryIndex(loc, kappa, index="flat", distances=("kl",))
+    with pytest.raises(ValueError, match="not prepared"):
+        index.search([(q_loc, q_kappa)], distance="cosine")
+    with pytest.raises(ValueError, match="shortlist"):
+        index.search([(q_loc, q_kappa)], k=20, shortlist=10)
+    with pytest.raises(ValueError, match="dimension 7, the gallery has 8"):
+        index.search([(torch.nn.functional.normalize(q_loc[:, :7], dim=-1), q_kappa)])
+    with pytest.raises(ValueError, match="query modality 1.*kappa"):
+        index.search([(q_loc, q_kappa), (q_loc, -q_kappa)])
+    with pytest.raises(ValueError, match="same items"):
+        index.search([(q_loc, q_kappa), (q_loc[:5], q_kappa[:5])])
 
 
 def test_evaluate_tasks_with_distributional_distance():
