@@ -153,6 +153,18 @@ def score(query: Sequence[tuple[Tensor, Tensor]], gallery: tuple[Tensor, Tensor]
     if len(q_count) != 1:
         raise ValueError(f"every query modality must hold the same items, got row counts {sorted(q_count)}")
     g_loc, g_kappa = gallery
+    for name, value in (("n_samples", n_samples), ("n_projections", n_projections)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if distance == "cosine":  # locations only (Gaussian methods pass (mean, log_var) here)
+        for what, loc in [("gallery", g_loc)] + [(f"query modality {i}", q[0]) for i, q in enumerate(query)]:
+            if not isinstance(loc, Tensor) or loc.dim() != 2 or loc.shape[1] != g_loc.shape[-1]:
+                raise ValueError(f"score: {what} loc must be (N, {g_loc.shape[-1]}) like the gallery's "
+                                 f"{tuple(g_loc.shape)}, got {tuple(getattr(loc, 'shape', ()))}")
+    else:
+        _check_vmf_rows(g_loc, g_kappa, "score: gallery")
+        for i, (loc, kappa) in enumerate(query):
+            _check_vmf_rows(loc, kappa, f"score: query modality {i}", d=g_loc.shape[1])
     if fusion == "pooled" and distance != "ssw":
         raise ValueError("fusion='pooled' pools samples and is defined for distance='ssw' only")
     if distance == "ssw":
@@ -191,6 +203,10 @@ def evaluate_tasks(params: Mapping[str, tuple[Tensor, Tensor]], present: Mapping
     ``{task_name: {"R@1", "R@5", "R@10", "R@15", "MRR", "MR", "n"}}``; tasks whose modalities are
     missing (or with fewer than 2 complete items) are left out.
     """
+    for m, (loc, _) in params.items():
+        if m in present and tuple(present[m].shape) != (loc.shape[0],):
+            raise ValueError(f"present[{m!r}] must be a ({loc.shape[0]},) mask like params[{m!r}], got shape "
+                             f"{tuple(present[m].shape)}")
     out = {}
     for query, target in tasks:
         if any(m not in params for m in (*query, target)):

@@ -145,6 +145,18 @@ _G = (unit(5, 4), torch.ones(5))
 
 # (case, call(tmp), error type, fragments the message must contain: argument, expected, actual)
 BAD_INPUTS = [
+    # retrieval (former open gaps, closed)
+    ("score: query and gallery in different d", lambda t: score(_Q, (unit(5, 6), torch.ones(5)), distance="cosine"),
+     ValueError, ["query modality 0", "(5, 6)", "(3, 4)"]),
+    ("score: kappa rows differ from loc rows", lambda t: score([(unit(3, 4), torch.ones(2))], _G, distance="kl"),
+     ValueError, ["query modality 0", "kappa (N,)", "(3, 4) and (2,)"]),
+    ("score: negative kappa", lambda t: score([(unit(3, 4), -torch.ones(3))], _G, distance="kl"),
+     ValueError, ["query modality 0", "kappa must be finite and > 0", "-1.0"]),
+    ("score: n_samples = 0", lambda t: score(_Q, _G, n_samples=0), ValueError, ["n_samples must be an int >= 1", "0"]),
+    ("evaluate_tasks: present mask of another length", lambda t: evaluate_tasks(
+        {m: (unit(3, 4), torch.ones(3)) for m in ("audio", "image")},
+        {"audio": torch.ones(2, dtype=torch.bool), "image": torch.ones(3, dtype=torch.bool)}),
+     ValueError, ["present['audio']", "(3,)", "(2,)"]),
     # ssw (former open gaps, closed)
     ("sliced_wasserstein_sphere: different item counts", lambda t: sliced_wasserstein_sphere(unit(3, 5, 4), unit(2, 5, 4)),
      ValueError, ["x (3,)", "y (2,)", "do not broadcast"]),
@@ -322,28 +334,6 @@ def test_bad_input_gives_a_clear_error(case, call, error, fragments, tmp_path, l
     missing = [f for f in fragments if f not in shown]
     assert not missing, f"{case}: message {shown!r} lacks {missing}"
     ledger["bad_inputs"].append({"case": case, "error": error.__name__, "message": shown})
-
-
-# Open gaps in modules another change owns (mmkit/retrieval.py, mmkit/ssw.py): each fails today with
-# a raw torch error, an error naming an internal variable, or a silent result. Strict: a fix that
-# names the argument turns the xfail into a failure, so that the case moves into BAD_INPUTS above.
-OPEN_GAPS = [
-    ("score: query and gallery in different d", lambda: score(_Q, (unit(5, 6), torch.ones(5)), distance="cosine"),
-     r"(query|gallery).*\(5, 6\)"),
-    ("score: kappa rows differ from loc rows", lambda: score([(unit(3, 4), torch.ones(2))], _G, distance="kl"), r"kappa"),
-    ("score: negative kappa (silently scored)", lambda: score([(unit(3, 4), -torch.ones(3))], _G, distance="kl"), r"kappa"),
-    ("score: n_samples = 0", lambda: score(_Q, _G, n_samples=0), r"n_samples"),
-    ("evaluate_tasks: present mask of another length", lambda: evaluate_tasks(
-        {m: (unit(3, 4), torch.ones(3)) for m in ("audio", "image")},
-        {"audio": torch.ones(2, dtype=torch.bool), "image": torch.ones(3, dtype=torch.bool)}), r"present"),
-]
-
-
-@pytest.mark.xfail(strict=True, reason="validation still to add in mmkit/retrieval.py / mmkit/ssw.py (owned elsewhere)")
-@pytest.mark.parametrize("case,call,names", OPEN_GAPS, ids=[c[0] for c in OPEN_GAPS])
-def test_open_gap_gives_a_clear_error(case, call, names):
-    with pytest.raises(ValueError, match=names):
-        call()
 
 
 # ----------------------------------------------------------------------------------------------

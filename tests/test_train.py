@@ -120,9 +120,10 @@ def test_cli_train_on_a_bundle(data, tmp_path):
 
 
 def test_tiny_music21_training_beats_chance(tiny, tmp_path):
-    """Proposed on the embedded `tiny` data: the loss falls and test R@10 on A->I and T->I beats
-    chance. Issue 5 asks for >= 3x chance; measured so far (seed 0, this config): A->I 2.8-3.0x,
-    T->I 2.3-2.4x, so this test asserts the 2x that holds and the gap is reported in the issue."""
+    """Proposed on the embedded `tiny` data: the loss falls and test R@10 beats chance. Issue 5 asks
+    for >= 3x chance on A->I and T->I; measured with input standardisation (seeds 0, 1, 2, this
+    config): A->I 3.5x, 3.3x, 3.7x; T->I 2.3x, 2.5x, 2.5x (60 test items; many captions are alike).
+    So A->I is held to 3x and T->I to the 2x that holds; the T->I gap is reported in the issue."""
     from mmkit.retrieval import evaluate_tasks
     from mmkit.train import encode_split
 
@@ -135,5 +136,5 @@ def test_tiny_music21_training_beats_chance(tiny, tmp_path):
     params = encode_split(model, test)
     tasks = evaluate_tasks(params, {m: torch.from_numpy(test.present[m]) for m in params})
     chance = 100 * 10 / len(test)
-    for task in ("A->I", "T->I"):
-        assert tasks[task]["R@10"] >= 2 * chance, (task, tasks[task]["R@10"], chance)
+    for task, factor in (("A->I", 3), ("T->I", 2)):
+        assert tasks[task]["R@10"] >= factor * chance, (task, tasks[task]["R@10"], chance)
