@@ -114,5 +114,7 @@ def test_committed_readme_matches_committed_tables():
 
     root = Path(__file__).resolve().parents[1]
     blocks = readme_tables((root / "README.md").read_text())
+    assert {"recall_image", "recall_text", "recall_audio", "significance", "lambda_sweep", "lambda_limits",
+            "runtime"} <= set(blocks)
     for name, body in blocks.items():
         assert body == (root / "reports" / "tables" / f"{name}.md").read_text(), name
