@@ -60,19 +60,21 @@ def evaluate_run(run: str | Path, split: str = "test", distance: str = "ssw", fu
     """
     run = Path(run)
     manifest = json.loads((run / "manifest.json").read_text())
+    spec = None
     if data is None:
         spec = manifest.get("data")
         if not spec:
             raise CheckpointError(f"{run}: the manifest does not record its data; pass data= explicitly")
         data = resolve_data(spec, progress=False)
-        if data_fingerprint(data) != manifest["data_sha256"]:
-            raise CheckpointError(f"{run}: the data at {spec!r} differ from those the run was trained on")
+    fingerprint = data_fingerprint(data)
+    if spec is not None and fingerprint != manifest["data_sha256"]:
+        raise CheckpointError(f"{run}: the data at {spec!r} differ from those the run was trained on")
     if split not in data:
         raise ValueError(f"split must be one of {sorted(data)}, got {split!r}")
     settings = {"split": split, "distance": distance, "fusion": fusion, "n_samples": n_samples,
                 "n_projections": n_projections, "seed": seed, "dataset": dataset_name,
                 "weights_sha256": sha256_file(run / "best.pt") if (run / "best.pt").is_file() else None,
-                "data_sha256": data_fingerprint(data)}
+                "data_sha256": fingerprint}
     stored = run / "eval" / (hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16] + ".json")
     if store and stored.is_file():
         result = json.loads(stored.read_text())

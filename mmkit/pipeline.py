@@ -19,7 +19,7 @@ from pathlib import Path
 from .io import atomic_write_json
 from .notebook import run_notebook
 
-__all__ = ["Step", "PIPELINE_PRESETS", "plan", "step_key", "run_plan", "refresh_widget_screenshot"]
+__all__ = ["Step", "PIPELINE_PRESETS", "run_dir", "plan", "step_key", "run_plan", "refresh_widget_screenshot"]
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 LAMBDA_SWEEP = (0.01, 0.1, 1.0, 10.0, 100.0)
@@ -37,6 +37,11 @@ PIPELINE_PRESETS = {
               "runtime": {"repeats": 2, "steps": 1, "batch": 8, "backbone_batch": 4},
               "sphere": {"epochs": 2, "max_items": 20, "n_samples": 5}},
 }
+
+
+def run_dir(runs_dir: str | os.PathLike, method: str, lambda_s: float, seed: int) -> Path:
+    """Where the pipeline trains ``method`` at ``lambda_s`` with ``seed``: ``<runs_dir>/train/<tag>``."""
+    return Path(runs_dir) / "train" / f"{method}-l{lambda_s:g}-s{seed}"
 
 
 @dataclass(frozen=True)
@@ -71,8 +76,8 @@ def plan(preset: str = "quick", data: str | None = None, runs_dir: str = "report
     variants += [("proposed", lam) for lam in (1e-12, *LAMBDA_SWEEP)]
     for method, lam in variants:
         for seed in cfg["seeds"]:
-            tag = f"{method}-l{lam:g}-s{seed}"
-            out = str(Path(runs_dir) / "train" / tag)
+            out = str(run_dir(runs_dir, method, lam, seed))
+            tag = Path(out).name
             params = {"data": data, "cache": cache, "method": method, "seed": seed,
                       "lambda_s": 1.0 if lam == float("inf") else lam, "out": out, **cfg["train"]}
             steps.append(Step(f"train-{tag}", "02_train.ipynb", params, ("dataset",), (str(Path(out) / "best.pt"),)))
@@ -88,11 +93,11 @@ def plan(preset: str = "quick", data: str | None = None, runs_dir: str = "report
                       tuple(str(Path(tables_dir) / f"recall_{t}.csv") for t in ("image", "text", "audio"))))
     steps.append(Step("ablation", "04_ablation.ipynb", {"runs": json.dumps(ablation_runs), **common}, trained,
                       tuple(str(Path(tables_dir) / f"{t}.csv") for t in ("lambda_sweep", "lambda_limits"))))
-    first_proposed = str(Path(runs_dir) / "train" / f"proposed-l1-s{cfg['seeds'][0]}")
+    first_proposed = str(run_dir(runs_dir, "proposed", 1.0, cfg["seeds"][0]))
     steps.append(Step("sphere", "06_sphere.ipynb",
                       {"data": data, "cache": cache, "run": first_proposed, "figures_dir": figures_dir,
                        "illustration_out": str(Path(runs_dir) / "train" / "illustration-d3"), **cfg["sphere"]},
-                      (f"train-proposed-l1-s{cfg['seeds'][0]}",), (str(Path(figures_dir) / "sphere_projection.html"),)))
+                      (f"train-{Path(first_proposed).name}",), (str(Path(figures_dir) / "sphere_projection.html"),)))
     steps.append(Step("runtime", "05_runtime.ipynb", {"tables_dir": tables_dir, "figures_dir": figures_dir,
                                                       **cfg["runtime"]},
                       trained, (str(Path(tables_dir) / "runtime.csv"),), exclusive=True))
@@ -161,8 +166,7 @@ def refresh_widget_screenshot(preset: str = "quick", data: str | None = None, ru
 
     cfg = PIPELINE_PRESETS[preset]
     seed = cfg["seeds"][0]
-    runs = {"Proposed": Path(runs_dir) / "train" / f"proposed-l1-s{seed}",
-            "Baseline": Path(runs_dir) / "train" / f"baseline-l0-s{seed}"}
+    runs = {"Proposed": run_dir(runs_dir, "proposed", 1.0, seed), "Baseline": run_dir(runs_dir, "baseline", 0.0, seed)}
     out = Path(figures_dir) / "retrieval_widget.png"
     newest = max((r / "best.pt").stat().st_mtime for r in runs.values())
     if out.is_file() and out.stat().st_mtime > newest:
