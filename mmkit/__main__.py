@@ -37,7 +37,7 @@ def _train(args) -> int:
     from .train import TrainConfig, fit
 
     values = json.loads(args.config.read()) if args.config else {}
-    for key in ("method", "epochs", "seed", "lambda_s", "contrastive", "dim", "batch_size", "threads"):
+    for key in ("method", "epochs", "seed", "lambda_s", "contrastive", "dim", "batch_size", "threads", "encoder"):
         value = getattr(args, key)
         if value is not None:
             values[key] = value
@@ -79,7 +79,7 @@ def _reproduce(args) -> int:
     from .pipeline import plan, refresh_widget_screenshot, run_plan
 
     steps = plan(args.preset, data=args.data, runs_dir=args.runs_dir, tables_dir=args.tables_dir,
-                 figures_dir=args.figures_dir, cache=args.cache or "")
+                 figures_dir=args.figures_dir, cache=args.cache or "", encoder=args.encoder)
     print(f"reproduce --preset {args.preset}: {len(steps)} notebook steps, {args.jobs} at a time "
           f"(executed notebooks in {args.runs_dir}/notebooks)", flush=True)
     started = time.time()
@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--dim", type=int)
     t.add_argument("--batch-size", dest="batch_size", type=int)
     t.add_argument("--threads", type=int)
+    t.add_argument("--encoder", choices=["heads", "backbones"],
+                   help="heads over cached features (default) or CNN backbones over raw media and captions")
     t.add_argument("--config", type=argparse.FileType("r"), help="JSON file of TrainConfig fields")
     t.add_argument("--out", required=True, help="run directory; re-running the same command resumes")
     t.add_argument("--no-progress", action="store_true")
@@ -138,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--data", default=None, help="preset or bundle directory (default: the preset's)")
     r.add_argument("--cache", default=None)
     r.add_argument("--jobs", type=int, default=2, help="notebooks executed at a time")
+    r.add_argument("--encoder", choices=["heads", "backbones"], default=None,
+                   help="train heads over cached features (the presets' default) or CNN backbones over raw inputs")
     r.add_argument("--force", action="store_true", help="re-run steps whose inputs are unchanged")
     r.add_argument("--runs-dir", dest="runs_dir", default="reports/runs")
     r.add_argument("--tables-dir", dest="tables_dir", default="reports/tables")

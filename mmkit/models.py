@@ -93,9 +93,13 @@ class VMFHead(nn.Module):
     def __init__(self, in_dim: int, dim: int, hidden: int = 256, layers: int = 2, dropout: float = 0.1,
                  kappa_floor: float = 1.0, kappa_init: float = 10.0):
         super().__init__()
+        if not kappa_init > kappa_floor > 0:
+            raise ValueError(f"VMFHead: need kappa_init > kappa_floor > 0, got kappa_init={kappa_init!r}, "
+                             f"kappa_floor={kappa_floor!r}")
         self.trunk = mlp(in_dim, hidden, layers, dropout)
-        self.loc = nn.Linear(hidden, dim)
-        self.kappa = nn.Linear(hidden, 1)
+        width = hidden if layers else in_dim  # layers = 0: linear heads straight from the input
+        self.loc = nn.Linear(width, dim)
+        self.kappa = nn.Linear(width, 1)
         self.kappa_floor = float(kappa_floor)
         nn.init.zeros_(self.kappa.weight)
         # softplus^{-1}(kappa_init - floor): start every item at kappa_init
@@ -115,8 +119,9 @@ class GaussianHead(nn.Module):
                  log_var_init: float = -5.0):
         super().__init__()
         self.trunk = mlp(in_dim, hidden, layers, dropout)
-        self.mean = nn.Linear(hidden, dim)
-        self.log_var = nn.Linear(hidden, dim)
+        width = hidden if layers else in_dim
+        self.mean = nn.Linear(width, dim)
+        self.log_var = nn.Linear(width, dim)
         nn.init.zeros_(self.log_var.weight)
         nn.init.constant_(self.log_var.bias, log_var_init)
 
@@ -135,12 +140,13 @@ class MultimodalEncoder(nn.Module):
     family : "vmf" | "gaussian"
     hidden, layers, dropout : trunk shape
     kappa_floor : float, lower bound of kappa (vMF family)
+    kappa_init : float > kappa_floor, every item's kappa at initialisation (vMF family)
     backbones : mapping modality -> nn.Module with ``out_dim``, optional
         Raw-input encoders placed under the heads (their ``out_dim`` replaces ``in_dims[m]``).
     """
 
     def __init__(self, in_dims: Mapping[str, int], dim: int, family: str = "vmf", hidden: int = 256,
-                 layers: int = 2, dropout: float = 0.1, kappa_floor: float = 1.0,
+                 layers: int = 2, dropout: float = 0.1, kappa_floor: float = 1.0, kappa_init: float = 10.0,
                  backbones: Mapping[str, nn.Module] | None = None):
         super().__init__()
         if family not in ("vmf", "gaussian"):
@@ -149,7 +155,7 @@ class MultimodalEncoder(nn.Module):
         self.backbones = nn.ModuleDict(dict(backbones or {}))
         in_dims = {m: (self.backbones[m].out_dim if m in self.backbones else d) for m, d in in_dims.items()}
         if family == "vmf":
-            heads = {m: VMFHead(d_in, dim, hidden, layers, dropout, kappa_floor) for m, d_in in in_dims.items()}
+            heads = {m: VMFHead(d_in, dim, hidden, layers, dropout, kappa_floor, kappa_init) for m, d_in in in_dims.items()}
         else:
             heads = {m: GaussianHead(d_in, dim, hidden, layers, dropout) for m, d_in in in_dims.items()}
         self.heads = nn.ModuleDict(heads)

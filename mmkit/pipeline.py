@@ -58,8 +58,12 @@ class Step:
 
 
 def plan(preset: str = "quick", data: str | None = None, runs_dir: str = "reports/runs",
-         tables_dir: str = "reports/tables", figures_dir: str = "reports/figures", cache: str = "") -> list[Step]:
+         tables_dir: str = "reports/tables", figures_dir: str = "reports/figures", cache: str = "",
+         encoder: str | None = None) -> list[Step]:
     """The steps of ``preset``.
+
+    ``encoder`` ("heads" | "backbones") overrides the preset's encoders for every training run
+    (``None``: the preset's; every preset trains heads over cached features by default).
 
     dataset -> every training run (Proposed at each λ_S, the limits 1e-12 and L_S only, Baseline,
     PCME, MPC; each seed) -> evaluate (Tables 2-4 from the main runs), ablation (Tables 8-10 from
@@ -68,8 +72,11 @@ def plan(preset: str = "quick", data: str | None = None, runs_dir: str = "report
     """
     if preset not in PIPELINE_PRESETS:
         raise ValueError(f"preset must be one of {tuple(PIPELINE_PRESETS)}, got {preset!r}")
+    if encoder not in (None, "heads", "backbones"):
+        raise ValueError(f"encoder must be None, 'heads' or 'backbones', got {encoder!r}")
     cfg = PIPELINE_PRESETS[preset]
     data = data or cfg["data"]
+    train = {**cfg["train"], **({"encoder": encoder} if encoder else {})}
     steps = [Step("dataset", "01_dataset.ipynb", {"data": data, "cache": cache, "n_show": 3})]
     main_runs, ablation_runs = [], []
     variants = [("baseline", 0.0), ("pcme", 1.0), ("mpc", 1.0), ("ls_only", float("inf"))]
@@ -79,7 +86,7 @@ def plan(preset: str = "quick", data: str | None = None, runs_dir: str = "report
             out = str(run_dir(runs_dir, method, lam, seed))
             tag = Path(out).name
             params = {"data": data, "cache": cache, "method": method, "seed": seed,
-                      "lambda_s": 1.0 if lam == float("inf") else lam, "out": out, **cfg["train"]}
+                      "lambda_s": 1.0 if lam == float("inf") else lam, "out": out, **train}
             steps.append(Step(f"train-{tag}", "02_train.ipynb", params, ("dataset",), (str(Path(out) / "best.pt"),)))
             if method in ("pcme", "mpc", "baseline") or (method == "proposed" and lam == 1.0):
                 main_runs.append(out)

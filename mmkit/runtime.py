@@ -4,11 +4,13 @@ Both methods run the same model and L_C; Proposed adds L_S (the paper's settings
 T = 100 projections). Two encoder settings:
 
 * ``heads`` — heads over cached features (mmkit's default: small MLP heads; L_S dominates the step);
-* ``backbones`` — backbones over raw inputs (the paper's setting): VGG-style CNNs over a log-mel
-  spectrogram (64 mels x 128 frames) and a score image (64 x 256 pixels), a token CNN over 32
-  caption tokens, then the heads.
+* ``backbones`` — backbones over raw inputs (the paper's setting): the model ``TrainConfig(encoder=
+  "backbones")`` trains, VGG-style CNNs over a log-mel spectrogram (64 mels x 128 frames) and a score
+  image (64 x 256 pixels), a token CNN over 96 caption tokens (:data:`mmkit.data.raw.RAW_SHAPES`),
+  then the heads.
 
-Inputs are random tensors of those shapes (the cost of a step depends on shapes, not values). A
+Inputs are random tensors of the shapes training reads (the cost of a step depends on shapes, not
+values): cached-feature sizes of the embedded data for ``heads``, raw-input shapes for ``backbones``. A
 step is forward + backward + AdamW update of one batch; seconds per triplet = step time / batch
 size, one value per repeat, Baseline and Proposed interleaved so that drift of a shared machine
 hits both alike. Set the thread count before timing (``torch.set_num_threads``) and report it.
@@ -20,33 +22,32 @@ import time
 
 import torch
 
+from .data.features import AUDIO_FEATURE_DIM, IMAGE_FEATURE_DIM
+from .data.raw import RAW_SHAPES, VOCAB_SIZE
 from .distributions import VonMisesFisher
 from .losses import ssw_loss
-from .models import ConvBackbone, MultimodalEncoder, TokenCNN
 from .train import TrainConfig, build_model
 
 __all__ = ["SETTINGS", "time_methods", "time_ls", "runtime_rows"]
 
 SETTINGS = ("heads", "backbones")
-_IN_DIMS = {"audio": 128, "image": 512, "text": 384}
+_IN_DIMS = {"audio": AUDIO_FEATURE_DIM, "image": IMAGE_FEATURE_DIM, "text": 384}
 
 
 def _batch(setting: str, batch: int) -> dict:
     present = {m: torch.ones(batch, dtype=torch.bool) for m in ("audio", "image", "text")}
     if setting == "heads":
         return {m: torch.randn(batch, n) for m, n in _IN_DIMS.items()} | {"present": present}
-    return {"audio": torch.randn(batch, 64, 128), "image": torch.randn(batch, 64, 256),
-            "text": torch.randint(1, 1000, (batch, 32)), "present": present}
+    return {"audio": torch.randn(batch, *RAW_SHAPES["audio"]), "image": torch.rand(batch, *RAW_SHAPES["image"]),
+            "text": torch.randint(1, VOCAB_SIZE, (batch, *RAW_SHAPES["text"])).float(), "present": present}
 
 
 def _step(setting: str, method: str, batch: int, seed: int, dim: int):
     """A closure running one training step (forward, backward, AdamW) of ``method``."""
-    config = TrainConfig(method=method, n_samples=32, n_projections=100, dim=dim)
+    config = TrainConfig(method=method, n_samples=32, n_projections=100, dim=dim,
+                         encoder="heads" if setting == "heads" else "backbones")
     torch.manual_seed(seed)
     model, objective = build_model(config, _IN_DIMS)
-    if setting == "backbones":
-        backbones = {"audio": ConvBackbone(), "image": ConvBackbone(), "text": TokenCNN(1000)}
-        model = MultimodalEncoder(_IN_DIMS, config.dim, hidden=config.hidden, backbones=backbones)
     opt = torch.optim.AdamW(list(model.parameters()) + list(objective.parameters()), lr=1e-3)
     data = _batch(setting, batch)
     gen = torch.Generator().manual_seed(seed)

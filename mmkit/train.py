@@ -44,11 +44,12 @@ from .data.datasets import TripletDataset
 from .distributed import DistributedContext, init_distributed
 from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, remove_stale_temporaries, sha256_bytes
 from .losses import GAUSSIAN_METHODS, VMF_METHODS, TrainingObjective
-from .models import MultimodalEncoder, masked_mean_pool
+from .data.raw import VOCAB_SIZE, raw_split
+from .models import ConvBackbone, MultimodalEncoder, TokenCNN, masked_mean_pool
 from .retrieval import evaluate_tasks
 
 __all__ = ["TrainConfig", "ConfigError", "CheckpointError", "NonFiniteLossError", "fit", "load_run_model",
-           "encode_split", "data_fingerprint"]
+           "encode_split", "model_inputs", "build_backbones", "data_fingerprint"]
 
 METHODS = VMF_METHODS + GAUSSIAN_METHODS
 
@@ -82,10 +83,13 @@ class TrainConfig:
     match_samples: int = 7
     vib_weight: float = 1e-4
     debiased_ssw: bool = False
+    encoder: str = "heads"
+    backbone_width: int = 32
     hidden: int = 256
     layers: int = 2
     dropout: float = 0.1
     kappa_floor: float = 1.0
+    kappa_init: float = 10.0
     batch_size: int = 128
     epochs: int = 20
     lr: float = 1e-3
@@ -109,8 +113,11 @@ class TrainConfig:
             fail("contrastive", "'infonce' or 'pcme'")
         if not (number("lambda_s") and self.lambda_s >= 0):
             fail("lambda_s", "a number >= 0 (inf means L_S only)")
+        if self.encoder not in ("heads", "backbones"):
+            fail("encoder", "'heads' (over cached features) or 'backbones' (CNNs over raw inputs)")
         for name, low in (("dim", 2), ("n_samples", 1), ("n_projections", 1), ("match_samples", 1), ("hidden", 1),
-                          ("layers", 0), ("batch_size", 2), ("epochs", 1), ("threads", 1), ("keep_checkpoints", 1)):
+                          ("layers", 0), ("batch_size", 2), ("epochs", 1), ("threads", 1), ("keep_checkpoints", 1),
+                          ("backbone_width", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 fail(name, f"an int >= {low}")
@@ -119,9 +126,11 @@ class TrainConfig:
         for name in ("vib_weight", "weight_decay"):
             if not (number(name) and 0 <= getattr(self, name) < math.inf):
                 fail(name, "a finite number >= 0")
-        for name in ("lr", "kappa_floor"):
+        for name in ("lr", "kappa_floor", "kappa_init"):
             if not (number(name) and 0 < getattr(self, name) < math.inf):
                 fail(name, "a finite number > 0")
+        if self.kappa_init <= self.kappa_floor:
+            fail("kappa_init", f"a number above kappa_floor = {self.kappa_floor!r} (every kappa starts there)")
         if not (number("dropout") and 0 <= self.dropout < 1):
             fail("dropout", "a number in [0, 1)")
         if not isinstance(self.debiased_ssw, bool):
@@ -175,9 +184,12 @@ class TrainConfig:
 # helpers
 # ----------------------------------------------------------------------------------------------
 def pooled_features(split: FeatureSplit) -> dict[str, torch.Tensor]:
-    """modality -> (N_m, D_m) features of the items that have the modality, frame-level ones mean-pooled."""
+    """modality -> (N_m, D_m) cached features of the items that have the modality, frame-level ones
+    mean-pooled (modalities holding raw backbone inputs are left out)."""
     out = {}
     for m in split.modalities:
+        if m in split.raw:
+            continue
         x = torch.from_numpy(np.ascontiguousarray(split.features[m], dtype=np.float32))
         lengths = torch.from_numpy(split.lengths[m]) if m in split.lengths else None
         out[m] = masked_mean_pool(x, lengths)[torch.from_numpy(split.present[m].astype(bool))]
@@ -241,13 +253,35 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return out
 
 
+def build_backbones(modalities, width: int) -> dict[str, torch.nn.Module]:
+    """CNN backbones over the raw inputs of :mod:`mmkit.data.raw`: a VGG-style
+    :class:`~mmkit.models.ConvBackbone` (4 blocks, ``width`` .. 8 x ``width`` channels) for the
+    log-mel spectrogram and for the score image, a :class:`~mmkit.models.TokenCNN` (8 x ``width``
+    channels) over caption tokens."""
+    make = {"audio": lambda: ConvBackbone(4, width), "image": lambda: ConvBackbone(4, width),
+            "text": lambda: TokenCNN(VOCAB_SIZE, width=8 * width)}
+    return {m: make[m]() for m in modalities}
+
+
 def build_model(config: TrainConfig, in_dims: Mapping[str, int]) -> tuple[MultimodalEncoder, TrainingObjective]:
-    """The encoder and objective for ``config`` (parameters initialised from the global RNG)."""
+    """The encoder and objective for ``config`` (parameters initialised from the global RNG).
+
+    ``in_dims`` : modality -> cached feature dimension (ignored for modalities with a backbone).
+    """
+    backbones = build_backbones(in_dims, config.backbone_width) if config.encoder == "backbones" else None
     model = MultimodalEncoder(in_dims, config.dim, family=config.family, hidden=config.hidden,
-                              layers=config.layers, dropout=config.dropout, kappa_floor=config.kappa_floor)
+                              layers=config.layers, dropout=config.dropout, kappa_floor=config.kappa_floor,
+                              kappa_init=config.kappa_init, backbones=backbones)
     objective = TrainingObjective(config.method, config.lambda_s, config.contrastive, config.n_samples,
                                   config.n_projections, config.match_samples, config.vib_weight, config.debiased_ssw)
     return model, objective
+
+
+def model_inputs(model: MultimodalEncoder, split: FeatureSplit, progress: bool = False) -> FeatureSplit:
+    """What ``model`` reads: ``split`` itself for heads over cached features; for a model with
+    backbones, ``split`` with raw inputs (:func:`mmkit.data.raw.raw_split`) for those modalities."""
+    missing = tuple(m for m in model.backbones if m not in split.raw)
+    return raw_split(split, missing, progress=progress) if missing else split
 
 
 @torch.no_grad()
@@ -257,9 +291,10 @@ def encode_split(model: MultimodalEncoder, split: FeatureSplit, batch_size: int 
 
     For Gaussian models the second entry is the mean precision ``exp(-log_var).mean(-1)`` (N,),
     so that fusion and metrics can treat both families alike (a documented approximation).
+    A model with backbones reads raw inputs (:func:`model_inputs` converts ``split`` if needed).
     """
     model.eval()
-    ds = TripletDataset(split)
+    ds = TripletDataset(model_inputs(model, split))
     chunks: dict[str, list] = {m: [] for m in ds.modalities}
     for start in range(0, len(ds), batch_size):
         batch = _to_device(ds.batch(range(start, min(start + batch_size, len(ds)))), torch.device(device))
@@ -444,7 +479,11 @@ def fit(config: TrainConfig, data: Mapping[str, FeatureSplit], out: str | Path, 
     in_dims = {m: train_split.feature_dim(m) for m in train_split.modalities}
     torch.manual_seed(config.seed)
     model, objective = build_model(config, in_dims)
-    model.fit_input_normalization(pooled_features(train_split))
+    train_split = model_inputs(model, train_split, progress=progress and ctx.is_main)
+    val_split = model_inputs(model, val_split, progress=progress and ctx.is_main)
+    head_inputs = pooled_features(train_split)
+    if head_inputs:
+        model.fit_input_normalization(head_inputs)
     model.to(device), objective.to(device)
     params = list(model.parameters()) + list(objective.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)

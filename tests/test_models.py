@@ -1,6 +1,8 @@
 """Encoder heads and backbones: shapes, unit norm, kappa floor, masked pooling."""
 import torch
 
+import pytest
+
 from mmkit.models import ConvBackbone, GaussianHead, MultimodalEncoder, TokenCNN, VMFHead, masked_mean_pool
 
 
@@ -61,3 +63,22 @@ def test_input_standardisation_is_fitted_stored_and_applied(tmp_path):
         assert feats.shape == (int(present.sum()), split.feature_dim(m))
         if split.features[m].ndim == 2:
             assert np.array_equal(feats.numpy(), split.features[m][present])
+
+
+@pytest.mark.parametrize("family", ["vmf", "gaussian"])
+def test_linear_heads_without_trunk(family):
+    """layers = 0: the heads read the (standardised) input directly (once a shape mismatch)."""
+    model = MultimodalEncoder({"audio": 5, "text": 3}, 4, family=family, layers=0)
+    out = model({"audio": torch.randn(2, 5), "text": torch.randn(2, 3)})
+    assert all(tuple(v[0].shape) == (2, 4) for v in out.values())
+    assert not any(isinstance(mod, torch.nn.Linear) and mod.in_features == 256 for mod in model.modules())
+
+
+def test_kappa_init_must_exceed_the_floor():
+    """A floor at or above the initial kappa once gave a NaN bias (log of expm1 of a non-positive number)."""
+    head = VMFHead(3, 4, hidden=8, kappa_floor=20.0, kappa_init=30.0)
+    _, kappa = head(torch.randn(2, 3))
+    assert torch.allclose(kappa, torch.full((2,), 30.0), atol=1e-4)
+    for floor, init in ((10.0, 10.0), (12.0, 10.0), (0.0, 5.0)):
+        with pytest.raises(ValueError, match="kappa_init > kappa_floor > 0"):
+            VMFHead(3, 4, kappa_floor=floor, kappa_init=init)

@@ -30,7 +30,8 @@ def test_config_validation():
     with pytest.raises(ConfigError, match=r"unknown TrainConfig key\(s\) \['lamda_s'\]"):
         TrainConfig.from_dict({"lamda_s": 1.0})
     for bad in ({"method": "clip"}, {"dim": 1}, {"lr": 0.0}, {"batch_size": 1.5}, {"lambda_s": -1.0},
-                {"dropout": 1.0}, {"seed": -2}, {"debiased_ssw": True, "n_samples": 7}, {"device": "tpu"}):
+                {"dropout": 1.0}, {"seed": -2}, {"debiased_ssw": True, "n_samples": 7}, {"device": "tpu"},
+                {"encoder": "resnet"}, {"backbone_width": 0}, {"kappa_init": 1.0}, {"kappa_init": math.nan}):
         with pytest.raises(ConfigError, match=next(iter(bad)) if "debiased_ssw" not in bad else "n_samples"):
             TrainConfig.from_dict(bad)
     assert TrainConfig(method="proposed", lambda_s=math.inf).method == "ls_only"

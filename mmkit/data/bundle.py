@@ -67,6 +67,8 @@ class FeatureSplit:
     captions : np.ndarray (N,) str or None
     media : dict modality -> np.ndarray (N,) str of paths relative to ``root`` (may be empty)
     root : Path or None, the bundle directory (for media paths)
+    raw : tuple of the modalities whose ``features`` hold raw backbone inputs instead of cached
+        features (set by :func:`mmkit.data.raw.raw_split`; empty for a loaded bundle)
     """
 
     ids: np.ndarray
@@ -76,6 +78,7 @@ class FeatureSplit:
     captions: np.ndarray | None = None
     media: dict[str, np.ndarray] = field(default_factory=dict)
     root: Path | None = None
+    raw: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.ids)
