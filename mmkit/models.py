@@ -102,8 +102,10 @@ class VMFHead(nn.Module):
         self.kappa = nn.Linear(width, 1)
         self.kappa_floor = float(kappa_floor)
         nn.init.zeros_(self.kappa.weight)
-        # softplus^{-1}(kappa_init - floor): start every item at kappa_init
-        nn.init.constant_(self.kappa.bias, float(torch.log(torch.expm1(torch.tensor(kappa_init - kappa_floor)))))
+        # softplus^{-1}(y) = y + log(1 - exp(-y)) with y = kappa_init - floor: every item starts at
+        # kappa_init (the textbook log(expm1(y)) overflows float32 to inf for y > 88)
+        y = torch.tensor(kappa_init - kappa_floor, dtype=torch.float64)
+        nn.init.constant_(self.kappa.bias, float(y + torch.log(-torch.expm1(-y))))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self.trunk(x)

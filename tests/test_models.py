@@ -76,9 +76,9 @@ def test_linear_heads_without_trunk(family):
 
 def test_kappa_init_must_exceed_the_floor():
     """A floor at or above the initial kappa once gave a NaN bias (log of expm1 of a non-positive number)."""
-    head = VMFHead(3, 4, hidden=8, kappa_floor=20.0, kappa_init=30.0)
-    _, kappa = head(torch.randn(2, 3))
-    assert torch.allclose(kappa, torch.full((2,), 30.0), atol=1e-4)
+    for floor, init in ((20.0, 30.0), (1.0, 200.0), (1.0, 1e4), (1.0, 1.001)):  # 200: once an inf bias (float32 expm1)
+        _, kappa = VMFHead(3, 4, hidden=8, kappa_floor=floor, kappa_init=init)(torch.randn(2, 3))
+        assert torch.allclose(kappa, torch.full((2,), init), rtol=1e-5), (floor, init, kappa)
     for floor, init in ((10.0, 10.0), (12.0, 10.0), (0.0, 5.0)):
         with pytest.raises(ValueError, match="kappa_init > kappa_floor > 0"):
             VMFHead(3, 4, kappa_floor=floor, kappa_init=init)
