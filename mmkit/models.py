@@ -91,7 +91,7 @@ class VMFHead(nn.Module):
     """Features ``(B, D)`` -> ``loc (B, d)`` unit vectors and ``concentration (B,)`` > ``kappa_floor``."""
 
     def __init__(self, in_dim: int, dim: int, hidden: int = 256, layers: int = 2, dropout: float = 0.1,
-                 kappa_floor: float = 1.0, kappa_init: float = 10.0):
+                 kappa_floor: float = 1.0, kappa_init: float = 100.0):
         super().__init__()
         if not kappa_init > kappa_floor > 0:
             raise ValueError(f"VMFHead: need kappa_init > kappa_floor > 0, got kappa_init={kappa_init!r}, "
@@ -148,7 +148,7 @@ class MultimodalEncoder(nn.Module):
     """
 
     def __init__(self, in_dims: Mapping[str, int], dim: int, family: str = "vmf", hidden: int = 256,
-                 layers: int = 2, dropout: float = 0.1, kappa_floor: float = 1.0, kappa_init: float = 10.0,
+                 layers: int = 2, dropout: float = 0.1, kappa_floor: float = 1.0, kappa_init: float = 100.0,
                  backbones: Mapping[str, nn.Module] | None = None):
         super().__init__()
         if family not in ("vmf", "gaussian"):

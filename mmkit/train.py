@@ -89,7 +89,7 @@ class TrainConfig:
     layers: int = 2
     dropout: float = 0.1
     kappa_floor: float = 1.0
-    kappa_init: float = 10.0
+    kappa_init: float = 100.0
     batch_size: int = 128
     epochs: int = 20
     lr: float = 1e-3
