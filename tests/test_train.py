@@ -122,9 +122,11 @@ def test_cli_train_on_a_bundle(data, tmp_path):
 
 def test_tiny_music21_training_beats_chance(tiny, tmp_path):
     """Proposed on the embedded `tiny` data: the loss falls and test R@10 beats chance. Issue 5 asks
-    for >= 3x chance on A->I and T->I; measured with input standardisation (seeds 0, 1, 2, this
-    config): A->I 3.5x, 3.3x, 3.7x; T->I 2.3x, 2.5x, 2.5x (60 test items; many captions are alike).
-    So A->I is held to 3x and T->I to the 2x that holds; the T->I gap is reported in the issue."""
+    for >= 3x chance on A->I and T->I; measured (seeds 0, 1, 2, this config, kappa_init 100):
+    A->I 3.9x, 4.2x, 3.1x; T->I 2.6x, 2.4x, 2.7x (68 test items). So A->I is held to 3x and T->I
+    to the 2x that holds. T->I is limited by tiny's 100 folk-only training items, not by the
+    model: trained on 100 items of `small`'s broader mix and tested on 68 of its test items, the
+    same config reaches T->I 3.5x (docs/hyperparameters.md); the gap is reported in the issue."""
     from mmkit.retrieval import evaluate_tasks
     from mmkit.train import encode_split
 
