@@ -42,15 +42,17 @@ def _batch(setting: str, batch: int) -> dict:
             "text": torch.randint(1, VOCAB_SIZE, (batch, *RAW_SHAPES["text"])).float(), "present": present}
 
 
-def _step(setting: str, method: str, batch: int, seed: int, dim: int):
-    """A closure running one training step (forward, backward, AdamW) of ``method``."""
+def _step(setting: str, method: str, batch: int, seed: int, dim: int, device: torch.device):
+    """A closure running one training step (forward, backward, AdamW) of ``method`` on ``device``."""
     config = TrainConfig(method=method, n_samples=32, n_projections=100, dim=dim,
                          encoder="heads" if setting == "heads" else "backbones")
     torch.manual_seed(seed)
     model, objective = build_model(config, _IN_DIMS)
+    model.to(device), objective.to(device)
     opt = torch.optim.AdamW(list(model.parameters()) + list(objective.parameters()), lr=1e-3)
-    data = _batch(setting, batch)
-    gen = torch.Generator().manual_seed(seed)
+    data = {k: ({m: t.to(device) for m, t in v.items()} if isinstance(v, dict) else v.to(device))
+            for k, v in _batch(setting, batch).items()}
+    gen = torch.Generator(device=device).manual_seed(seed)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -62,40 +64,49 @@ def _step(setting: str, method: str, batch: int, seed: int, dim: int):
 
 
 def time_methods(setting: str, batch: int = 64, steps: int = 2, repeats: int = 5, seed: int = 0,
-                 dim: int = 64) -> dict[str, list[float]]:
+                 dim: int = 64, device: str = "cpu") -> dict[str, list[float]]:
     """Seconds per training triplet of Baseline and Proposed, one value per repeat.
 
     Parameters
     ----------
     setting : "heads" | "backbones"
     batch : triplets per step; steps : steps per timed repeat; repeats : timed repeats (>= 2)
+    device : "cpu" or "cuda" (timed with a device synchronisation before and after each repeat)
     """
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
     for name, value, low in (("batch", batch, 2), ("steps", steps, 1), ("repeats", repeats, 2)):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    runs = {m: _step(setting, m, batch, seed, dim) for m in ("baseline", "proposed")}
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    runs = {m: _step(setting, m, batch, seed, dim, device) for m in ("baseline", "proposed")}
     out: dict[str, list[float]] = {m: [] for m in runs}
     for _ in range(repeats):
         for method, step in runs.items():
+            sync()
             t0 = time.perf_counter()
             for _ in range(steps):
                 step()
+            sync()
             out[method].append((time.perf_counter() - t0) / (steps * batch))
     return out
 
 
-def time_ls(batch: int = 64, repeats: int = 5, dim: int = 64) -> float:
+def time_ls(batch: int = 64, repeats: int = 5, dim: int = 64, device: str = "cpu") -> float:
     """Median milliseconds of L_S alone per step (sampling + SSW, forward + backward; L = 32, T = 100)."""
-    mu = {m: torch.nn.functional.normalize(torch.randn(batch, dim), dim=-1).requires_grad_()
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    mu = {m: torch.nn.functional.normalize(torch.randn(batch, dim, device=device), dim=-1).requires_grad_()
           for m in ("audio", "image", "text")}
-    kappa = torch.full((batch,), 50.0, requires_grad=True)
+    kappa = torch.full((batch,), 50.0, device=device, requires_grad=True)
     times = []
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         samples = {m: VonMisesFisher(v, kappa).rsample((32,)).transpose(0, 1) for m, v in mu.items()}
         ssw_loss(samples, n_projections=100).backward()
+        sync()
         times.append(time.perf_counter() - t0)
     return 1000 * statistics.median(times)
 
