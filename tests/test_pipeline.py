@@ -3,6 +3,8 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
+
 from mmkit.pipeline import plan, run_plan, step_key
 
 
@@ -19,6 +21,18 @@ def test_plan_shape():
     assert len(json.loads(by_name["ablation"].parameters["runs"])) == 8 * 3  # proposed x 6, baseline, ls_only
     assert by_name["runtime"].exclusive and not any(s.exclusive for s in steps[:-1])
     assert set(by_name["runtime"].after) == {s.name for s in trains}
+
+
+def test_paper_plan_and_backbone_encoder():
+    """`paper`: full data, 5 seeds; `--encoder backbones` reaches every training step (and only those)."""
+    steps = plan("paper", encoder="backbones")
+    trains = [s for s in steps if s.name.startswith("train-")]
+    assert steps[0].parameters["data"] == "full" and len(trains) == 5 * 10
+    assert all(s.parameters["encoder"] == "backbones" and s.parameters["epochs"] == 40 for s in trains)
+    assert not any("encoder" in s.parameters for s in steps if not s.name.startswith("train-"))
+    assert "encoder" not in plan("paper")[1].parameters  # the notebook's default: heads
+    with pytest.raises(ValueError, match="encoder"):
+        plan("quick", encoder="resnet")
 
 
 def test_smoke_pipeline_runs_then_skips(tiny, tmp_path):
