@@ -8,6 +8,9 @@ the all-gather's backward sums the output gradients over ranks, and an all-reduc
 parameter gradients then gives exactly the single-process gradient. Backend: gloo on CPU, NCCL on
 GPU. Dropout draws differ from a single process (they are per shard); with ``dropout = 0`` the
 loss and gradients equal the single-process ones up to floating-point reassociation.
+The CNN backbones (``encoder = "backbones"``) hold BatchNorm layers, whose batch statistics are
+per shard as well (plain DDP semantics, no SyncBatchNorm): equality with one process holds for
+the heads over cached features, the default.
 """
 from __future__ import annotations
 
