@@ -88,6 +88,17 @@ def test_corrupt_and_interrupted_cache_entries_are_rebuilt(tiny):
     assert summary["rebuilt_corrupt"] == 1 and summary["rendered"] == 2
     assert image.read_bytes() == original                # rendering is deterministic
     assert (other / "ok.json").is_file()
+    # the bundle's hard-linked media shared the corrupted bytes: it is assembled again, not reused
+    media = Path(summary["bundle"]) / "media" / f"{item.name}.png"
+    assert not summary["bundle_reused"] and media.read_bytes() == original
+    again = build_dataset("tiny", cache=tiny["cache"], progress=False)
+    assert again["bundle_reused"] and {k: again[k] for k in ("train", "val", "test")} == \
+        {k: summary[k] for k in ("train", "val", "test")}
+    npz = Path(again["bundle"]) / "val.npz"
+    npz.write_bytes(npz.read_bytes()[:-10])             # a truncated split file is never reused
+    assert not build_dataset("tiny", cache=tiny["cache"], progress=False)["bundle_reused"]
+    reloaded = load_bundle(again["bundle"])
+    np.testing.assert_allclose(reloaded["val"].features["text"], data["val"].features["text"], atol=1e-6)
 
 
 def test_browse_helpers(tiny):

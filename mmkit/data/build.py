@@ -288,19 +288,78 @@ def build_dataset(preset: str = "tiny", cache: str | os.PathLike | None = None,
     return summary
 
 
+def _bundle_key(metas, spec, seed) -> str:
+    """SHA-256 of everything a bundle is assembled from: each item's ``ok.json`` (the SHA-256 of
+    its media and features), its order and split, the feature version and the text encoder."""
+    from .features import FEATURE_VERSION
+    from .text_embed import model_dir
+
+    parts = [f"render {RENDER_VERSION} features {FEATURE_VERSION} seed {seed} split {spec.split}",
+             sha256_file(model_dir() / "model.safetensors")]
+    parts += [f"{work.key}\t{d.name}\t{sha256_file(d / 'ok.json')}" for work, d, _ in metas]
+    return sha256_bytes("\n".join(parts).encode())
+
+
+def _bundle_is_current(root: Path, key: str) -> bool:
+    """True when the bundle at ``root`` was assembled from ``key``'s inputs and its files are intact."""
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+        sums = manifest["sha256"]
+        return (manifest.get("build_key") == key and set(sums) == {f"{s}.npz" for s in ("train", "val", "test")}
+                and all(sha256_file(root / name) == digest for name, digest in sums.items()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def _assemble(preset, cache, metas, spec, seed, collections, progress) -> dict:
+    """Write the bundle of ``metas`` (features, MiniLM caption embeddings, hard-linked media), or
+    reuse it when it was assembled from the same verified items (embedding the captions costs
+    about 30 s for `small`, which every notebook that loads the preset would otherwise pay)."""
+    root = cache / "bundles" / bundle_name(preset, collections, seed)
+    captions = [m["caption"] for _, _, m in metas]
+    assigned = [_split_of(meta["group"], seed, spec.split) for _, _, meta in metas]
+    counts = {s: assigned.count(s) for s in ("train", "val", "test")}
+    empty = [s for s, n in counts.items() if n == 0]
+    if empty:
+        raise RuntimeError(f"split {empty[0]!r} is empty for preset {preset!r}; build more items")
+    key = _bundle_key(metas, spec, seed)
+    reused = _bundle_is_current(root, key) and _media_is_current(root, metas)
+    if not reused:
+        _write_bundle(root, preset, collections, seed, metas, assigned, key, progress)
+    per_collection = {s: dict(Counter(w.collection for (w, _, _), a in zip(metas, assigned) if a == s))
+                      for s in ("train", "val", "test")}
+    examples = [{"id": work.key, "caption": meta["caption"], "collection": work.collection}
+                for work, _, meta in metas[:5]]
+    return {"preset": preset, "bundle": str(root), "bundle_reused": reused, "items": len(metas), **counts,
+            "per_collection": per_collection, "captions": captions,
+            "test_captions": [c for c, a in zip(captions, assigned) if a == "test"], "examples": examples}
+
+
+def _media_is_current(root: Path, metas) -> bool:
+    """Every media file of the bundle is its (verified) item's file: the same hard link, or a copy
+    with the SHA-256 recorded in the item's ``ok.json``."""
+    for _, d, _ in metas:
+        recorded = json.loads((d / "ok.json").read_text())["files"]
+        for name, ext in (("audio.wav", "wav"), ("image.png", "png")):
+            target = root / "media" / f"{d.name}.{ext}"
+            try:
+                if not (os.path.samefile(d / name, target) or sha256_file(target) == recorded[name]):
+                    return False
+            except (OSError, KeyError):
+                return False
+    return True
+
+
+def _write_bundle(root, preset, collections, seed, metas, assigned, key, progress) -> None:
     from .features import item_features
     from .render import SAMPLE_RATE
     from .text_embed import embed_texts
 
-    root = cache / "bundles" / bundle_name(preset, collections, seed)
     media = root / "media"
     media.mkdir(parents=True, exist_ok=True)
-    captions = [m["caption"] for _, _, m in metas]
-    text = embed_texts(captions, progress=progress)
+    text = embed_texts([m["caption"] for _, _, m in metas], progress=progress)
     splits: dict[str, dict[str, list]] = {s: defaultdict(list) for s in ("train", "val", "test")}
-    for (work, d, meta), emb in zip(metas, text):
-        split = _split_of(meta["group"], seed, spec.split)
+    for (work, d, meta), emb, split in zip(metas, text, assigned):
         h = d.name
         audio, image = item_features(d, SAMPLE_RATE)
         for name, ext in (("audio.wav", "wav"), ("image.png", "png")):
@@ -317,16 +376,8 @@ def _assemble(preset, cache, metas, spec, seed, collections, progress) -> dict:
         rows["group"].append(meta["group"])
     arrays = {}
     for s, rows in splits.items():
-        if not rows["ids"]:
-            raise RuntimeError(f"split {s!r} is empty for preset {preset!r}; build more items")
         arrays[s] = {"ids": np.array(rows["ids"]), "audio": np.stack(rows["audio"]), "image": np.stack(rows["image"]),
                      "text": np.stack(rows["text"]).astype(np.float32), "captions": np.array(rows["captions"]),
                      "media_audio": np.array(rows["media_audio"]), "media_image": np.array(rows["media_image"]),
                      "collection": np.array(rows["collection"]), "group": np.array(rows["group"])}
-    save_bundle(root, arrays, name=bundle_name(preset, collections, seed))
-    examples = [{"id": work.key, "caption": meta["caption"], "collection": work.collection}
-                for work, _, meta in metas[:5]]
-    counts = {s: len(a["ids"]) for s, a in arrays.items()}
-    per_collection = {s: dict(Counter(a["collection"].tolist())) for s, a in arrays.items()}
-    return {"preset": preset, "bundle": str(root), "items": len(metas), **counts, "per_collection": per_collection,
-            "captions": captions, "test_captions": arrays["test"]["captions"].tolist(), "examples": examples}
+    save_bundle(root, arrays, name=bundle_name(preset, collections, seed), build_key=key)

@@ -262,9 +262,10 @@ def load_bundle(path: str | os.PathLike, splits: tuple[str, ...] = SPLITS) -> di
 # saving and the synthetic generator
 # ----------------------------------------------------------------------------------------------
 def save_bundle(path: str | os.PathLike, splits: dict[str, dict[str, np.ndarray]], name: str,
-                quantized: dict[str, list[float]] | None = None) -> Path:
+                quantized: dict[str, list[float]] | None = None, build_key: str | None = None) -> Path:
     """Write a bundle (each file atomically: temp file + rename; the manifest, last, records each
-    split file's SHA-256). ``splits[s]`` maps field -> array."""
+    split file's SHA-256). ``splits[s]`` maps field -> array. ``build_key`` (optional) is stored in
+    the manifest: a digest of what the bundle was made from, so that a builder can reuse it."""
     root = Path(path)
     mods = sorted({m for arrays in splits.values() for m in arrays if m in MODALITIES}, key=MODALITIES.index)
     sums = {}
@@ -274,6 +275,8 @@ def save_bundle(path: str | os.PathLike, splits: dict[str, dict[str, np.ndarray]
     manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "name": name, "modalities": mods, "sha256": sums}
     if quantized:
         manifest["quantized"] = quantized
+    if build_key is not None:
+        manifest["build_key"] = build_key
     atomic_write_json(root / "manifest.json", manifest)
     return root
 
