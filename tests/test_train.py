@@ -124,9 +124,7 @@ def test_tiny_music21_training_beats_chance(tiny, tmp_path):
     """Proposed on the embedded `tiny` data: the loss falls and test R@10 beats chance. Issue 5 asks
     for >= 3x chance on A->I and T->I; measured (seeds 0, 1, 2, this config, kappa_init 100):
     A->I 3.9x, 4.2x, 3.1x; T->I 2.6x, 2.4x, 2.7x (68 test items). So A->I is held to 3x and T->I
-    to the 2x that holds. T->I is limited by tiny's 100 folk-only training items, not by the
-    model: trained on 100 items of `small`'s broader mix and tested on 68 of its test items, the
-    same config reaches T->I 3.5x (docs/hyperparameters.md); the gap is reported in the issue."""
+    to the 2x that holds (probes of the gap in docs/hyperparameters.md; reported in the issue)."""
     from mmkit.retrieval import evaluate_tasks
     from mmkit.train import encode_split
 
