@@ -211,7 +211,9 @@ def _wood_sample_s(d: int, kappa: Tensor, envelope: Tensor | None = None, max_ro
     x0 = (1.0 - b) / (1.0 + b)
     one_minus_x0 = 2.0 * b / (1.0 + b)
     half = 0.5 * (d - 1)
-    beta = Beta(torch.full((), half, dtype=torch.float64), torch.full((), half, dtype=torch.float64))
+    # proposals drawn on kappa's device: no host-to-device copy per rejection round on a GPU
+    conc = torch.full((), half, dtype=torch.float64, device=kappa.device)
+    beta = Beta(conc, conc)
     s = torch.empty_like(kappa)
     pending = torch.ones_like(kappa, dtype=torch.bool)
     flat_kappa, flat_b = kappa.reshape(-1), b.reshape(-1)
@@ -222,7 +224,7 @@ def _wood_sample_s(d: int, kappa: Tensor, envelope: Tensor | None = None, max_ro
         if idx.numel() == 0:
             return s
         k, bb, xx, omx = flat_kappa[idx], flat_b[idx], flat_x0[idx], flat_omx0[idx]
-        e = beta.sample((idx.numel(),)).to(kappa.device)
+        e = beta.sample((idx.numel(),))
         denom = 1.0 - (1.0 - bb) * e
         one_minus_w = 2.0 * bb * e / denom
         w_minus_x0 = 2.0 * bb * (1.0 - 2.0 * e) / ((1.0 + bb) * denom)
