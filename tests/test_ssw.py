@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mmkit.ssw import (
+    _sort_last,
     _wp_bisection,
     circle_coordinates,
     random_stiefel_projections,
