@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mmkit.ssw import (
+    _gram_schmidt_2,
     _sort_last,
     _wp_bisection,
     circle_coordinates,
@@ -253,6 +254,14 @@ def test_stiefel_projections_are_orthonormal_and_isotropic():
     # Haar: E[U U^T] = (2/d) I
     second = torch.einsum("tdk,tek->de", proj, proj) / proj.shape[0]
     assert torch.allclose(second, torch.eye(6, dtype=torch.float64) * 2 / 6, atol=0.02)
+
+
+def test_closed_form_gram_schmidt_equals_sign_fixed_qr():
+    """The GPU route of random_stiefel_projections gives the CPU route's matrices."""
+    e = torch.randn(200, 64, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    q, r = torch.linalg.qr(e)
+    signs = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
+    assert torch.allclose(_gram_schmidt_2(e), q * signs.unsqueeze(-2), rtol=0, atol=1e-14)
 
 
 def test_circle_coordinates_in_unit_interval():
