@@ -44,7 +44,7 @@ def _train(args) -> int:
     config = TrainConfig.from_dict(values)
     data = resolve_data(args.data, cache_dir=args.cache, progress=not args.no_progress)
     spec = args.data if args.data in ("tiny", "small", "full", "synthetic") else str(Path(args.data).resolve())
-    summary = fit(config, data, args.out, progress=not args.no_progress, data_spec=spec)
+    summary = fit(config, data, args.out, progress=not args.no_progress, data_spec=spec, tensorboard=args.tensorboard)
     tasks = summary["val_tasks"]
     print(f"best epoch {summary['best_epoch']}: val mean MRR {summary['val_score']:.4f}")
     for name, m in tasks.items():
@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="heads over cached features (default) or CNN backbones over raw media and captions")
     t.add_argument("--config", type=argparse.FileType("r"), help="JSON file of TrainConfig fields")
     t.add_argument("--out", required=True, help="run directory; re-running the same command resumes")
+    t.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars to OUT/tensorboard")
     t.add_argument("--no-progress", action="store_true")
     e = sub.add_parser("evaluate", help="evaluate runs (one seed each) on every task their method supports")
     e.add_argument("--runs", nargs="+", required=True, help="run directories written by `train`")

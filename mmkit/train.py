@@ -6,6 +6,7 @@ Run directory (the unit every later step reads)::
       config.json        the TrainConfig (resuming with a different config is refused)
       manifest.json      git commit, package versions, seed, data hash, start/end time, status
       log.csv            one row per epoch: loss terms, validation metrics, kappa, seconds
+      tensorboard/       the same scalars as TensorBoard event files (only with ``tensorboard=True``)
       checkpoint.json    pointer {file, sha256, epoch} to the last good checkpoint (atomic)
       ckpt-epochNNNN.pt  full training state (the last two are kept)
       best.pt            model weights of the epoch with the best validation score
@@ -447,11 +448,14 @@ LOG_FIELDS = ["epoch", "loss", "L_C", "L_S", "VIB", "val_score", "val_R@1_mean",
 
 
 def fit(config: TrainConfig, data: Mapping[str, FeatureSplit], out: str | Path, progress: bool = True,
-        stop_after_steps: int | None = None, data_spec: str | None = None) -> dict:
+        stop_after_steps: int | None = None, data_spec: str | None = None, tensorboard: bool = False) -> dict:
     """Train ``config`` on ``data["train"]``, select on ``data["val"]``, write the run directory ``out``.
 
     ``data_spec`` (a preset name or bundle path) is recorded in the manifest so that
     ``mmkit evaluate`` can reload the same data (checked against the stored data hash).
+    ``tensorboard=True`` also writes each epoch's row of ``log.csv`` as TensorBoard scalars to
+    ``out/tensorboard`` (needs the ``tensorboard`` package); a resumed run purges the events of
+    the epochs it repeats, so the curves match the log.
 
     Re-running with the same ``out`` resumes from the last checkpoint (the config must match).
     ``stop_after_steps`` stops the process-level loop early (for interruption tests); the run
@@ -459,6 +463,8 @@ def fit(config: TrainConfig, data: Mapping[str, FeatureSplit], out: str | Path, 
     """
     if "train" not in data or "val" not in data:
         raise ValueError(f"data must hold 'train' and 'val' splits, got {sorted(data)}")
+    if tensorboard:
+        _require_tensorboard()
     device = _resolve_device(config.device)
     ctx = init_distributed(device)
     main = ctx.is_main
@@ -514,6 +520,7 @@ def fit(config: TrainConfig, data: Mapping[str, FeatureSplit], out: str | Path, 
             _write_log(run / "log.csv", history)
     ctx.barrier()
 
+    board = _board(run, start_epoch) if tensorboard and main else None
     dataset = TripletDataset(train_split)
     n = len(dataset)
     steps_per_epoch = max(1, n // config.batch_size)  # drop the last incomplete batch
@@ -547,6 +554,8 @@ def fit(config: TrainConfig, data: Mapping[str, FeatureSplit], out: str | Path, 
             faults.after_step()
             if stop_after_steps is not None and steps_done >= stop_after_steps:
                 bar.close()
+                if board is not None:
+                    board.close()
                 return {"interrupted": True, "epoch": epoch, "step": step}
         score, tasks, enc = _validation(model, val_split, device)
         row = {"epoch": epoch,
@@ -569,8 +578,15 @@ def fit(config: TrainConfig, data: Mapping[str, FeatureSplit], out: str | Path, 
                                    "optimizer": optimizer.state_dict(), "epoch": epoch, "best_score": best_score,
                                    "best_epoch": best_epoch, "history": history}, config.keep_checkpoints)
             _write_log(run / "log.csv", history)
+            if board is not None:
+                for key in LOG_FIELDS[1:]:
+                    if row.get(key) is not None:
+                        board.add_scalar(key, row[key], epoch)
+                board.flush()
         ctx.barrier()
     bar.close()
+    if board is not None:
+        board.close()
     if main:
         manifest.update(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         atomic_write_json(manifest_path, manifest)
@@ -578,6 +594,20 @@ def fit(config: TrainConfig, data: Mapping[str, FeatureSplit], out: str | Path, 
     summary = _read_json(run / "metrics.json", "metrics of the best epoch")
     summary["history"] = history
     return summary
+
+
+def _require_tensorboard() -> None:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise ImportError("tensorboard=True needs the tensorboard package: pip install tensorboard") from None
+
+
+def _board(run: Path, start_epoch: int):
+    """A TensorBoard writer on ``run/tensorboard`` hiding events from ``start_epoch`` on (repeated work)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(run / "tensorboard"), purge_step=start_epoch if start_epoch else None)
 
 
 def _write_log(path: Path, history: list[dict]) -> None:

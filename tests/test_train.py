@@ -80,6 +80,25 @@ def test_interrupted_run_resumes_to_identical_results(data, tmp_path):
     assert json.loads((tmp_path / "cut" / "manifest.json").read_text())["resumes"] == 2
 
 
+def test_tensorboard_scalars_follow_the_log_across_a_resume(data, tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = TrainConfig(method="proposed", seed=4, **FAST)
+    run = tmp_path / "tb"
+    assert fit(config, data, run, progress=False, stop_after_steps=384 // 64 + 2, tensorboard=True)["interrupted"]
+    summary = fit(config, data, run, progress=False, tensorboard=True)
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    for key in ("loss", "L_C", "L_S", "val_score", "kappa_text"):
+        scalars = events.Scalars(key)
+        assert [e.step for e in scalars] == [0, 1, 2], key
+        assert [e.value for e in scalars] == pytest.approx([row[key] for row in summary["history"]], rel=1e-6)
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # not installed
+    with pytest.raises(ImportError, match="pip install tensorboard"):
+        fit(config, data, tmp_path / "none", progress=False, tensorboard=True)
+    assert not (tmp_path / "none").exists()
+
+
 def test_corrupt_checkpoint_and_config_mismatch_are_clear_errors(data, tmp_path):
     config = TrainConfig(method="baseline", seed=5, **dict(FAST, epochs=1))
     fit(config, data, tmp_path / "r", progress=False)
