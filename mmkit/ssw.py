@@ -105,8 +105,11 @@ def _sort_last(x: Tensor) -> tuple[Tensor, Tensor]:
 
     On the CPU the order comes from numpy's ``argsort`` and the values are gathered: torch 2.13's
     CPU sort takes 14.5 ms for (64, 100, 64) float32 rows on one thread against 3.4 ms for numpy's
-    argsort (measured 2026-11-26), and the sorts were 45 % of an L_S step. The order is the same
-    up to ties, which leave the sorted values and everything computed here unchanged.
+    argsort (measured 2026-11-26), and the sorts were 45 % of an L_S step. Ties may come out in
+    another order than torch.sort's: the sorted values, ``W_1`` and the weighted median are the
+    same, but at a tie the subgradient can go to the other tied point, so a long training run
+    follows another (equally valid) trajectory than with torch.sort. On one machine the order is
+    deterministic, and runs repeat bit for bit.
     """
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
         return torch.sort(x, dim=-1)

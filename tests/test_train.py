@@ -140,21 +140,27 @@ def test_cli_train_on_a_bundle(data, tmp_path):
 
 
 def test_tiny_music21_training_beats_chance(tiny, tmp_path):
-    """Proposed on the embedded `tiny` data: the loss falls and test R@10 beats chance. Issue 5 asks
-    for >= 3x chance on A->I and T->I; measured (seeds 0, 1, 2, this config, kappa_init 100):
-    A->I 3.9x, 4.2x, 3.1x; T->I 2.6x, 2.4x, 2.7x (68 test items). So A->I is held to 3x and T->I
-    to the 2x that holds (probes of the gap in docs/hyperparameters.md; reported in the issue)."""
+    """Proposed on the embedded `tiny` data: each run's loss falls and test R@10 beats chance.
+
+    Issue 5 asks for >= 3x chance on A->I and T->I. Measured (this config, kappa_init 100, 68 test
+    items, 2026-11-26): A->I 3.3x, 4.0x, 3.1x and T->I 2.0x, 2.4x, 2.7x for seeds 0, 1, 2. One
+    seed's value moves by half a chance multiple with the order of tied sort keys alone (seed 0 gave
+    3.9x and 2.6x with torch.sort's tie order), so the test holds the mean over the three seeds:
+    A->I to 3x, and T->I to the 2x that holds (the gap is probed in docs/hyperparameters.md)."""
     from mmkit.retrieval import evaluate_tasks
     from mmkit.train import encode_split
 
     data = tiny["data"]
-    config = TrainConfig(method="proposed", seed=0, epochs=150, batch_size=16, hidden=128, layers=1)
-    summary = fit(config, data, tmp_path / "tiny", progress=False)
-    assert summary["history"][-1]["loss"] < summary["history"][0]["loss"]
-    _, model = load_run_model(tmp_path / "tiny")
     test = data["test"]
-    params = encode_split(model, test)
-    tasks = evaluate_tasks(params, {m: torch.from_numpy(test.present[m]) for m in params})
-    chance = 100 * 10 / len(test)
+    ratios = {"A->I": [], "T->I": []}
+    for seed in (0, 1, 2):
+        config = TrainConfig(method="proposed", seed=seed, epochs=150, batch_size=16, hidden=128, layers=1)
+        summary = fit(config, data, tmp_path / f"tiny{seed}", progress=False)
+        assert summary["history"][-1]["loss"] < summary["history"][0]["loss"]
+        _, model = load_run_model(tmp_path / f"tiny{seed}")
+        params = encode_split(model, test)
+        tasks = evaluate_tasks(params, {m: torch.from_numpy(test.present[m]) for m in params})
+        for task in ratios:
+            ratios[task].append(tasks[task]["R@10"] / (100 * 10 / len(test)))
     for task, factor in (("A->I", 3), ("T->I", 2)):
-        assert tasks[task]["R@10"] >= factor * chance, (task, tasks[task]["R@10"], chance)
+        assert sum(ratios[task]) / 3 >= factor, (task, ratios[task])
