@@ -24,7 +24,7 @@ import torch
 from .data import resolve_data
 from .io import atomic_write_json, sha256_file
 from .metrics import aggregate_over_seeds, chance_level, paired_bootstrap
-from .retrieval import PAPER_TASKS, evaluate_tasks, parse_task
+from .retrieval import PAPER_TASKS, evaluate_tasks, parse_task, task_name
 from .train import CheckpointError, data_fingerprint, encode_split, load_run_model
 
 __all__ = ["METRICS", "tasks_for_method", "evaluate_run", "encode_run", "compare_methods", "aggregate", "write_rows_csv",
@@ -81,6 +81,9 @@ def evaluate_run(run: str | Path, split: str = "test", distance: str = "ssw", fu
         if result.get("settings") == settings:
             for metrics in result["tasks"].values():
                 metrics["ranks"] = torch.tensor(metrics["ranks"], dtype=torch.float64)
+            # the JSON file holds its keys sorted: restore the task order of a fresh evaluation
+            order = [task_name(q, t) for q, t in tasks_for_method(result["method"])]
+            result["tasks"] = {k: result["tasks"][k] for k in order if k in result["tasks"]}
             return result
     config, params, present = encode_run(run, data, split)
     dist = distance if config.family == "vmf" else "cosine"

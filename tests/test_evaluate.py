@@ -92,6 +92,7 @@ def test_stored_results_are_reused_only_for_the_same_weights_and_settings(runs, 
     monkeypatch.setattr(ev, "load_run_model", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(AssertionError))
     again = evaluate_run(run, distance="kl", seed=7)  # read back: the model is not loaded
     assert not calls and again["tasks"]["A->I"]["MRR"] == first["tasks"]["A->I"]["MRR"]
+    assert list(again["tasks"]) == list(first["tasks"])  # same task order (tables keep their row order)
     assert torch.equal(again["tasks"]["A->I"]["ranks"], first["tasks"]["A->I"]["ranks"])
     with pytest.raises(AssertionError):  # another setting ranks again
         evaluate_run(run, distance="cosine", seed=7)
