@@ -56,7 +56,8 @@ def lambda_sweep_figure(rows: list[dict], metric: str = "MRR", tasks=("A&T->I", 
 def kappa_reliability_figure(reliability: dict[str, dict], title: str = ""):
     """R@1 (%) per query-κ quantile bin (1 = least concentrated) for each task
     (:func:`mmkit.evaluate.kappa_reliability` output); the legend gives each task's Spearman
-    correlation ρ between κ and the reciprocal rank (ρ > 0: confident queries are retrieved better)."""
+    correlation ρ between κ and the reciprocal rank (ρ > 0: confident queries are retrieved better).
+    Composed (fused) queries are drawn dashed, single-modality queries solid."""
     import matplotlib.pyplot as plt
 
     if not reliability:
@@ -65,6 +66,7 @@ def kappa_reliability_figure(reliability: dict[str, dict], title: str = ""):
         fig, ax = plt.subplots(figsize=(5.0, 2.4))
         for task, res in reliability.items():
             ax.plot(range(1, len(res["bins"]) + 1), [b["R@1"] for b in res["bins"]], marker="o",
+                    linestyle="--" if "&" in task else "-",
                     label=f"{task.replace('->', '→')} (ρ = {res['spearman_kappa_vs_reciprocal_rank']:+.2f})")
         n_bins = max(len(res["bins"]) for res in reliability.values())
         ax.set_xticks(range(1, n_bins + 1))
