@@ -63,6 +63,11 @@ def _step(setting: str, method: str, batch: int, seed: int, dim: int, device: to
     return step
 
 
+def _synchronizer(device: torch.device):
+    """A call that waits for ``device``'s queued work (a no-op on the CPU), for timing."""
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+
 def time_methods(setting: str, batch: int = 64, steps: int = 2, repeats: int = 5, seed: int = 0,
                  dim: int = 64, device: str = "cpu") -> dict[str, list[float]]:
     """Seconds per training triplet of Baseline and Proposed, one value per repeat.
@@ -79,7 +84,7 @@ def time_methods(setting: str, batch: int = 64, steps: int = 2, repeats: int = 5
         if not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
     device = torch.device(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = _synchronizer(device)
     runs = {m: _step(setting, m, batch, seed, dim, device) for m in ("baseline", "proposed")}
     out: dict[str, list[float]] = {m: [] for m in runs}
     for _ in range(repeats):
@@ -96,7 +101,7 @@ def time_methods(setting: str, batch: int = 64, steps: int = 2, repeats: int = 5
 def time_ls(batch: int = 64, repeats: int = 5, dim: int = 64, device: str = "cpu") -> float:
     """Median milliseconds of L_S alone per step (sampling + SSW, forward + backward; L = 32, T = 100)."""
     device = torch.device(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = _synchronizer(device)
     mu = {m: torch.nn.functional.normalize(torch.randn(batch, dim, device=device), dim=-1).requires_grad_()
           for m in ("audio", "image", "text")}
     kappa = torch.full((batch,), 50.0, device=device, requires_grad=True)
