@@ -31,6 +31,8 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/deptry .
 	$(PY) -m pytest
 
 reproduce: $(STAMP)

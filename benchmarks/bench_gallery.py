@@ -7,7 +7,7 @@ kappa of a random gallery item and a direction drawn from that item's vMF.
 
 For each size: index build time (``GalleryIndex(index="ivf")``: k-means cells of mu for cosine /
 ELK / SSW, and the kappa-bin x mu-cell index of augmented vectors whose inner product is -KL), ms
-per query for the exhaustive ranking (:func:`mmkit.retrieval.score` over the whole gallery in
+per query for the exhaustive ranking (:func:`mmkit.retrieval.scores.score` over the whole gallery in
 float64 chunks, batched over the queries) and for the index (prefilter + exact re-ranking, batched
 the same way), and the top-10 agreement of the two (|intersection| / 10, averaged over queries).
 Distances: KL, ELK and cosine; SSW up to ``--ssw-max`` items (its exhaustive reference needs L
@@ -24,8 +24,9 @@ import faiss
 import torch
 
 from _common import parser, setup
-from mmkit.distributions import VonMisesFisher
-from mmkit.retrieval import GalleryIndex, score
+from mmkit.core.distributions import VonMisesFisher
+from mmkit.retrieval.index import GalleryIndex
+from mmkit.retrieval.scores import score
 
 CHUNK = 100_000  # gallery rows per step (generation and exhaustive ranking)
 

@@ -1,6 +1,6 @@
 """Training runtime per triplet, Baseline vs Proposed (the analogue of the paper's Table 1).
 
-The measurement lives in :mod:`mmkit.runtime` (settings, shapes, protocol); this script prints
+The measurement lives in :mod:`mmkit.analysis.runtime` (settings, shapes, protocol); this script prints
 the table for both encoder settings, the L_S milliseconds per step on their own, and ends with
 one line ``proposed_over_baseline=<ratio>`` for the backbone setting.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 
 from _common import parser, setup
-from mmkit.runtime import time_ls, time_methods
+from mmkit.analysis.runtime import time_ls, time_methods
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ projections, p = 1; the same data and the same projections on every side.
   (POT's API takes one pair at a time), torch backend, forward + backward. POT is timed on the
   first ``--pot-pairs`` pairs and scaled to B (the loop is linear in the number of pairs);
 * floor: the projection matmul and atan2 alone (forward + backward), nothing else;
-* mmkit: ``mmkit.ssw.sliced_wasserstein_sphere`` on the whole batch (forward + backward).
+* mmkit: ``mmkit.core.ssw.sliced_wasserstein_sphere`` on the whole batch (forward + backward).
 
 Ends with one line ``speedup_vs_pot=<x> floor_ratio=<y>``.
 """
@@ -17,8 +17,8 @@ import ot
 import torch
 
 from _common import parser, setup, timeit
-from mmkit.distributions import VonMisesFisher
-from mmkit.ssw import circle_coordinates, random_stiefel_projections, sliced_wasserstein_sphere
+from mmkit.core.distributions import VonMisesFisher
+from mmkit.core.ssw import circle_coordinates, random_stiefel_projections, sliced_wasserstein_sphere
 
 
 def main() -> None:

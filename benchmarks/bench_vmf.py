@@ -15,8 +15,8 @@ import torch
 from power_spherical import PowerSpherical as ReferencePowerSpherical
 
 from _common import parser, setup, timeit
-from mmkit.distributions import VonMisesFisher, _wood_sample_s
-from mmkit.special import bessel_iv_ratio
+from mmkit.core.distributions import VonMisesFisher, _wood_sample_s
+from mmkit.core.special import bessel_iv_ratio
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mmkit.io import atomic_write_text  # noqa: E402
+from mmkit.core.io import atomic_write_text  # noqa: E402
 
 
 def _cell(text: str, limit: int = 240) -> str:

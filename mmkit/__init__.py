@@ -1,11 +1,13 @@
 """mmkit — probabilistic multimodal music information retrieval on the hypersphere.
 
-Layers (lower never import higher): :mod:`mmkit.special` (log-Bessel) →
-:mod:`mmkit.distributions` (vMF, uniform, Power Spherical) and :mod:`mmkit.ssw`
-(circle OT, spherical sliced-Wasserstein).
+Layers, one folder each, every one importing only from those listed before it (checked by the
+import-linter contracts in ``pyproject.toml``; ``docs/architecture.md`` explains them):
+``core`` (numerics, safe files) → ``vocab`` (names) → ``data`` → ``model`` (encoders, losses, the
+run directory) → ``retrieval`` → ``analysis`` → ``viz`` → ``training`` | ``app`` → ``pipeline`` and
+the CLI (``python -m mmkit``).
 """
-from .distributions import HypersphericalUniform, PowerSpherical, VonMisesFisher
-from .ssw import random_stiefel_projections, sliced_wasserstein_sphere, wasserstein_circle
+from mmkit.core.distributions import HypersphericalUniform, PowerSpherical, VonMisesFisher
+from mmkit.core.ssw import random_stiefel_projections, sliced_wasserstein_sphere, wasserstein_circle
 
 __version__ = "0.1.0"
 

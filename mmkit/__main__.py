@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from mmkit.vocab import CONTRASTIVE_READINGS, DISTANCES, FUSIONS, METHODS, SPLITS
+
 
 def _float_or_inf(text: str) -> float:
     value = float(text)
@@ -20,7 +22,7 @@ def _float_or_inf(text: str) -> float:
 
 
 def _build_data(args) -> int:
-    from .data.build import build_dataset
+    from mmkit.data.build import build_dataset
 
     summary = build_dataset(args.preset, cache=args.cache, collections=tuple(args.collections) if args.collections else None,
                             workers=args.workers, progress=not args.no_progress, card=args.card)
@@ -33,8 +35,9 @@ def _build_data(args) -> int:
 
 
 def _train(args) -> int:
-    from .data import resolve_data
-    from .train import TrainConfig, fit
+    from mmkit.data import resolve_data
+    from mmkit.model.config import TrainConfig
+    from mmkit.training.loop import fit
 
     values = json.loads(args.config.read()) if args.config else {}
     for key in ("method", "epochs", "seed", "lambda_s", "contrastive", "dim", "batch_size", "threads", "encoder"):
@@ -54,7 +57,8 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .evaluate import aggregate, evaluate_run, write_rows_csv
+    from mmkit.analysis.evaluate import aggregate, evaluate_run
+    from mmkit.analysis.reports import write_rows_csv
 
     results = [evaluate_run(run, split=args.split, distance=args.distance, fusion=args.fusion,
                             n_samples=args.samples, n_projections=args.projections) for run in args.runs]
@@ -76,7 +80,7 @@ def _evaluate(args) -> int:
 
 
 def _reproduce(args) -> int:
-    from .pipeline import plan, refresh_widget_screenshot, run_plan
+    from mmkit.pipeline.reproduce import plan, refresh_widget_screenshot, run_plan
 
     steps = plan(args.preset, data=args.data, runs_dir=args.runs_dir, tables_dir=args.tables_dir,
                  figures_dir=args.figures_dir, cache=args.cache or "", encoder=args.encoder)
@@ -88,7 +92,7 @@ def _reproduce(args) -> int:
         refresh_widget_screenshot(args.preset, args.data, args.runs_dir, args.figures_dir, args.cache or "")
     print(f"pipeline finished in {(time.time() - started) / 60:.1f} min")
     if args.readme:
-        from .reports import sync_readme_tables
+        from mmkit.analysis.reports import sync_readme_tables
 
         updated = sync_readme_tables(args.readme, args.tables_dir)
         print(f"{args.readme}: tables updated: {', '.join(updated)}" if updated else f"{args.readme}: tables up to date")
@@ -111,14 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--card", default="reports/dataset_card.md", help="dataset card path ('' to skip)")
     b.add_argument("--no-progress", action="store_true")
     t = sub.add_parser("train", help="train one method with one seed into a run directory (resumable)")
-    t.add_argument("--method", choices=["proposed", "baseline", "pcme", "mpc", "ls_only"])
+    t.add_argument("--method", choices=METHODS)
     t.add_argument("--data", "--preset", dest="data", default="synthetic",
                    help="bundle directory or preset (tiny, small, full, synthetic); default synthetic")
     t.add_argument("--cache", default=None, help="dataset cache directory (default $MMKIT_CACHE or .cache/mmkit)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--seed", type=int)
     t.add_argument("--lambda-s", dest="lambda_s", type=_float_or_inf, help="weight of L_S ('inf': L_S only)")
-    t.add_argument("--contrastive", choices=["infonce", "pcme"])
+    t.add_argument("--contrastive", choices=CONTRASTIVE_READINGS)
     t.add_argument("--dim", type=int)
     t.add_argument("--batch-size", dest="batch_size", type=int)
     t.add_argument("--threads", type=int)
@@ -130,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--no-progress", action="store_true")
     e = sub.add_parser("evaluate", help="evaluate runs (one seed each) on every task their method supports")
     e.add_argument("--runs", nargs="+", required=True, help="run directories written by `train`")
-    e.add_argument("--split", default="test", choices=["train", "val", "test"])
-    e.add_argument("--distance", default="ssw", choices=["ssw", "kl", "elk", "cosine"])
-    e.add_argument("--fusion", default="product", choices=["product", "pooled"])
+    e.add_argument("--split", default="test", choices=SPLITS)
+    e.add_argument("--distance", default="ssw", choices=DISTANCES)
+    e.add_argument("--fusion", default="product", choices=FUSIONS)
     e.add_argument("--samples", type=int, default=32, help="vMF samples per item for SSW")
     e.add_argument("--projections", type=int, default=50, help="SSW projections")
     e.add_argument("--csv", default=None, help="CSV path (default: <runs' parent>/evaluation_<split>.csv)")

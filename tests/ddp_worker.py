@@ -4,8 +4,10 @@ import sys
 import torch
 
 from mmkit.data import TripletDataset, load_bundle
-from mmkit.distributed import init_distributed
-from mmkit.train import TrainConfig, build_model, train_step
+from mmkit.training.distributed import distributed_session
+from mmkit.model.config import TrainConfig
+from mmkit.model.factory import build_model
+from mmkit.training.loop import train_step
 
 
 def one_step(bundle: str, method: str) -> tuple[dict, int]:
@@ -13,15 +15,15 @@ def one_step(bundle: str, method: str) -> tuple[dict, int]:
     config = TrainConfig(method=method, dropout=0.0, dim=16, hidden=32, n_samples=8, n_projections=16, seed=0)
     data = load_bundle(bundle)
     dataset = TripletDataset(data["train"])
-    ctx = init_distributed(torch.device("cpu"))
-    torch.manual_seed(config.seed)
-    model, objective = build_model(config, {m: data["train"].feature_dim(m) for m in dataset.modalities})
-    torch.manual_seed(123)
-    terms = train_step(model, objective, dataset, torch.arange(32), ctx, torch.device("cpu"),
-                       torch.Generator().manual_seed(7))
-    grads = {f"model.{k}": p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
-    grads.update({f"objective.{k}": p.grad.clone() for k, p in objective.named_parameters() if p.grad is not None})
-    return {"loss": terms["loss"], **grads}, ctx.rank
+    with distributed_session(torch.device("cpu")) as ctx:  # destroys the process group, also on error
+        torch.manual_seed(config.seed)
+        model, objective = build_model(config, {m: data["train"].feature_dim(m) for m in dataset.modalities})
+        torch.manual_seed(123)
+        terms = train_step(model, objective, dataset, torch.arange(32), ctx, torch.device("cpu"),
+                           torch.Generator().manual_seed(7))
+        grads = {f"model.{k}": p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+        grads.update({f"objective.{k}": p.grad.clone() for k, p in objective.named_parameters() if p.grad is not None})
+        return {"loss": terms["loss"], **grads}, ctx.rank
 
 
 if __name__ == "__main__":

@@ -1,14 +1,14 @@
-"""What mmkit.retrieval ranks for one query: the reference the widget tests (headless and in the
-browser) compare the displayed ids with. Written from the retrieval primitives, not from mmkit.widgets."""
+"""What mmkit.retrieval.scores ranks for one query: the reference the widget tests (headless and in the
+browser) compare the displayed ids with. Written from the retrieval primitives, not from mmkit.app.widgets."""
 from __future__ import annotations
 
 import numpy as np
 
-from mmkit.retrieval import score
+from mmkit.retrieval.scores import score
 
 
 def expected_top_ids(encodings, split, query: dict, target: str, distance: str, k: int) -> list[str]:
-    """Top-``k`` ids, best first, of ``mmkit.retrieval.score`` with ``query`` ({modality: id}) as one row
+    """Top-``k`` ids, best first, of ``mmkit.retrieval.scores.score`` with ``query`` ({modality: id}) as one row
     (modalities in the order audio, image, text) against every item of ``split`` that has ``target``;
     equal scores keep split order. SSW settings: the session defaults (32 samples, 50 projections, seed 0)."""
     ids = np.asarray(split.ids).astype(str)

@@ -13,8 +13,9 @@ import torch
 from mmkit.data import BundleError
 from mmkit.data.features import log_mel
 from mmkit.data.raw import RAW_SHAPES, VOCAB_SIZE, raw_split, tokenize_captions
-from mmkit.evaluate import evaluate_run
-from mmkit.train import load_run_model, model_inputs
+from mmkit.analysis.evaluate import evaluate_run
+from mmkit.model.run import Run
+from mmkit.model.factory import model_inputs
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,7 @@ def test_backbones_train_end_to_end_and_evaluate(tiny, tmp_path):
     log = (out / "log.csv").read_text().splitlines()
     losses = [float(line.split(",")[1]) for line in log[1:]]
     assert len(losses) == 3 and losses[-1] < losses[0]
-    cfg, model = load_run_model(out)
+    cfg, model = Run(out).config, Run(out).load_model()
     assert cfg.encoder == "backbones" and set(model.backbones) == {"audio", "image", "text"}
     assert not any(name.startswith("input_mean") for name, _ in model.named_buffers())
     test = tiny["data"]["test"]

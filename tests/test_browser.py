@@ -1,6 +1,6 @@
 """The retrieval demo in a real browser: JupyterLab headless on 127.0.0.1, the Debian chromium driven by
 Playwright, the notebook run top to bottom, the widget operated (query by search, target modality,
-distance); the ids the page shows must be exactly those mmkit.retrieval ranks for that query.
+distance); the ids the page shows must be exactly those mmkit.retrieval.scores ranks for that query.
 
 A screenshot of the app goes to $MMKIT_SCREENSHOT when set, else to the test's temporary folder.
 Without chromium or playwright the test is skipped, except under CI=true, where that is a failure.
@@ -9,10 +9,10 @@ import os
 
 import pytest
 
-from mmkit.browser import BrowserUnavailable, demo_page, find_browser
-from mmkit.io import atomic_write_bytes
-from mmkit.train import encode_split, load_run_model
-from mmkit.widgets import train_demo_runs
+from mmkit.app.browser import BrowserUnavailable, demo_page, find_browser
+from mmkit.core.io import atomic_write_bytes
+from mmkit.model.run import Run, encode_split
+from mmkit.training.demo import train_demo_runs
 from retrieval_oracle import expected_top_ids
 
 K = 10
@@ -36,7 +36,7 @@ def demo_runs(tiny, tmp_path_factory):
 
 def test_retrieval_demo_in_chromium(browser, tiny, demo_runs, tmp_path):
     test = tiny["data"]["test"]
-    encodings = {name: encode_split(load_run_model(run)[1], test) for name, run in demo_runs.items()}
+    encodings = {name: encode_split(Run(run).load_model(), test) for name, run in demo_runs.items()}
 
     def expected(query, target, distance):
         return {name: expected_top_ids(enc, test, query, target, distance, K) for name, enc in encodings.items()}

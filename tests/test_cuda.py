@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from mmkit.data import load_bundle, make_synthetic_bundle
-from mmkit.train import TrainConfig, encode_split, fit, load_run_model
+from mmkit.model.config import TrainConfig
+from mmkit.model.run import Run, encode_split
+from mmkit.training.loop import fit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -30,6 +32,6 @@ def test_cuda_training_learns_and_matches_cpu(method, data, tmp_path):
         assert hist[-1]["loss"] < hist[0]["loss"], (device, [h["loss"] for h in hist])
         runs[device] = hist
     assert runs["cuda"][0]["loss"] == pytest.approx(runs["cpu"][0]["loss"], rel=0.02)
-    _, model = load_run_model(tmp_path / "cuda")
+    model = Run(tmp_path / "cuda").load_model()
     params = encode_split(model.cuda(), data["test"], device="cuda")
     assert all(loc.device.type == "cpu" and torch.isfinite(loc).all() for loc, _ in params.values())

@@ -11,14 +11,8 @@ import scipy.stats
 import torch
 from torch.distributions import kl_divergence
 
-from mmkit.distributions import (
-    HypersphericalUniform,
-    PowerSpherical,
-    VonMisesFisher,
-    _wood_sample_s,
-    vmf_marginal_dkappa,
-)
-from mmkit.special import bessel_iv_ratio
+from mmkit.core.distributions import (HypersphericalUniform, PowerSpherical, VonMisesFisher, _wood_sample_s, vmf_marginal_dkappa)
+from mmkit.core.special import bessel_iv_ratio
 import oracles
 
 GRID_D = [2, 3, 16, 256, 1024]
@@ -332,7 +326,7 @@ def _pathwise_without_correction(d, kappa, n):
     *accepted* proposals, dropping the rejection correction term (Naesseth et al. 2017)."""
     from torch.distributions import Beta
 
-    from mmkit.distributions import wood_envelope
+    from mmkit.core.distributions import wood_envelope
 
     half = torch.tensor((d - 1) / 2, dtype=torch.float64)
     k0 = torch.tensor(kappa, dtype=torch.float64)
@@ -361,3 +355,30 @@ def test_mutant_gradient_without_correction_is_rejected(d, kappa, seeded):
     g = _pathwise_without_correction(d, kappa, n)
     z_score = (g.mean().item() - oracles.mean_resultant_derivative(d, kappa)) / (g.std().item() / math.sqrt(n))
     assert abs(z_score) > 5 * 4
+
+
+@pytest.mark.parametrize("cls", [VonMisesFisher, PowerSpherical])
+def test_support_is_the_unit_sphere_and_expand_keeps_the_law(cls):
+    """``support`` is the unit-vector constraint (samples satisfy it, off-sphere points do not),
+    and ``expand`` broadcasts the parameters without changing log_prob or the sample law."""
+    from mmkit.core.distributions import unit_vector
+
+    torch.manual_seed(0)
+    loc = torch.nn.functional.normalize(torch.randn(4, dtype=torch.float64), dim=-1)
+    dist = cls(loc, torch.tensor(7.0, dtype=torch.float64), validate_args=True)
+    assert dist.support is unit_vector
+    z = dist.sample((500,))
+    assert bool(dist.support.check(z).all())
+    assert not bool(dist.support.check(1.01 * z).any())
+    with pytest.raises(ValueError, match="finite unit vectors"):
+        dist.log_prob(1.01 * z[0])
+    wide = dist.expand(torch.Size([3]))
+    assert isinstance(wide, cls) and wide.batch_shape == (3,) and wide.event_shape == (4,)
+    torch.testing.assert_close(wide.log_prob(z[:3]), dist.log_prob(z[:3]), rtol=0, atol=0)
+    torch.testing.assert_close(wide.mean, dist.mean.expand(3, 4), rtol=0, atol=0)
+    draws = wide.sample((2000,))
+    assert draws.shape == (2000, 3, 4)
+    # each expanded row has the law of the original: mean resultant length within 5 standard errors
+    cos = draws @ loc
+    se = cos.std() / math.sqrt(cos.numel())
+    assert float((cos.mean() - (dist.mean @ loc)).abs()) < 5 * float(se)

@@ -8,9 +8,12 @@ import pytest
 import torch
 
 from mmkit.data import load_bundle, make_synthetic_bundle
-from mmkit.evaluate import aggregate, compare_methods, evaluate_run, tasks_for_method
-from mmkit.metrics import aggregate_over_seeds, chance_level, paired_bootstrap, ranks_from_scores, summarize_ranks
-from mmkit.train import TrainConfig, fit
+from mmkit.analysis.evaluate import aggregate, compare_methods, evaluate_run
+from mmkit.vocab import tasks_for_method
+from mmkit.core.metrics import (aggregate_over_seeds, chance_level, paired_bootstrap, ranks_from_scores, summarize_ranks)
+from mmkit.model.config import TrainConfig
+from mmkit.model.run import Run
+from mmkit.training.loop import fit
 
 FAST = dict(epochs=2, batch_size=64, hidden=32, dim=8, n_samples=8, n_projections=10)
 
@@ -82,14 +85,12 @@ def test_evaluate_cli_writes_csv(runs, tmp_path):
 
 
 def test_stored_results_are_reused_only_for_the_same_weights_and_settings(runs, monkeypatch):
-    import mmkit.evaluate as ev
-
     run = runs[("proposed", 0)]
     first = evaluate_run(run, distance="kl", seed=7)
     stored = list((run / "eval").glob("*.json"))
     assert stored
     calls = []
-    monkeypatch.setattr(ev, "load_run_model", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr(Run, "load_model", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(AssertionError))
     again = evaluate_run(run, distance="kl", seed=7)  # read back: the model is not loaded
     assert not calls and again["tasks"]["A->I"]["MRR"] == first["tasks"]["A->I"]["MRR"]
     assert list(again["tasks"]) == list(first["tasks"])  # same task order (tables keep their row order)

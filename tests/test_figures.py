@@ -1,4 +1,4 @@
-"""mmkit.figures: every format is a valid, non-empty file of its kind; matplotlib PDF/SVG are
+"""mmkit.viz.style: every format is a valid, non-empty file of its kind; matplotlib PDF/SVG are
 byte-identical across reruns (also across processes); TrueType fonts are embedded; bad calls fail
 clearly. Plotly's static export needs Chromium: skipped without it, except under CI=true where a
 missing browser is a failure."""
@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import plotly.graph_objects as go  # noqa: E402
 import pytest  # noqa: E402
 
-from mmkit.figures import MODALITY_COLORS, BrowserNotFoundError, export, publication_style  # noqa: E402
+from mmkit.viz.style import MODALITY_COLORS, BrowserNotFoundError, export, publication_style  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # the same figure, built in this process and in a fresh interpreter
@@ -24,7 +24,7 @@ BUILD = """
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from mmkit.figures import publication_style
+from mmkit.viz.style import publication_style
 with publication_style():
     fig, ax = plt.subplots()
     ax.plot([0, 1, 2, 3], [1.0, 3.0, 2.0, 2.5], label="audio")
@@ -70,7 +70,7 @@ def test_matplotlib_export_is_byte_identical_across_reruns(tmp_path):
     second = [p.read_bytes() for p in export(_mpl_figure(), tmp_path / "b", formats=("pdf", "svg"))]
     assert first == second
     assert b"/CreationDate" not in first[0] and b"<dc:date>" not in first[1]
-    script = BUILD + f"\nfrom mmkit.figures import export\nexport(fig, {str(tmp_path / 'c')!r}, formats=('pdf', 'svg'))\n"
+    script = BUILD + f"\nfrom mmkit.viz.style import export\nexport(fig, {str(tmp_path / 'c')!r}, formats=('pdf', 'svg'))\n"
     subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).resolve().parents[1])
     assert [(tmp_path / f"c.{f}").read_bytes() for f in ("pdf", "svg")] == first
 

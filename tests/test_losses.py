@@ -6,17 +6,10 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from mmkit.distributions import VonMisesFisher
-from mmkit.losses import (
-    MODALITY_PAIRS,
-    gaussian_kl_to_standard,
-    match_log_probabilities,
-    product_of_gaussians,
-    sampled_infonce_loss,
-    soft_contrastive_loss,
-    ssw_loss,
-)
-from mmkit.ssw import random_stiefel_projections, sliced_wasserstein_sphere
+from mmkit.core.distributions import VonMisesFisher
+from mmkit.vocab import MODALITY_PAIRS
+from mmkit.model.losses import (gaussian_kl_to_standard, match_log_probabilities, product_of_gaussians, sampled_infonce_loss, soft_contrastive_loss, ssw_loss)
+from mmkit.core.ssw import random_stiefel_projections, sliced_wasserstein_sphere
 
 
 def unit(*shape, dtype=torch.float64):

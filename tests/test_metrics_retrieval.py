@@ -4,9 +4,11 @@ import math
 import pytest
 import torch
 
-from mmkit.distributions import VonMisesFisher
-from mmkit.metrics import ranks_from_scores, summarize_ranks
-from mmkit.retrieval import PAPER_TASKS, evaluate_tasks, fuse_vmf_product, task_name
+from mmkit.core.distributions import VonMisesFisher
+from mmkit.core.metrics import ranks_from_scores, summarize_ranks
+from mmkit.vocab import PAPER_TASKS, task_name
+from mmkit.retrieval.tasks import evaluate_tasks
+from mmkit.retrieval.scores import fuse_vmf_product
 
 
 def test_ranks_with_the_average_tie_rule():

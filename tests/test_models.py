@@ -3,7 +3,7 @@ import torch
 
 import pytest
 
-from mmkit.models import ConvBackbone, GaussianHead, MultimodalEncoder, TokenCNN, VMFHead, masked_mean_pool
+from mmkit.model.encoders import ConvBackbone, GaussianHead, MultimodalEncoder, TokenCNN, VMFHead, masked_mean_pool
 
 
 def test_vmf_head_outputs_unit_loc_and_kappa_above_floor():
@@ -37,8 +37,8 @@ def test_input_standardisation_is_fitted_stored_and_applied(tmp_path):
     import pytest
 
     from mmkit.data import load_bundle, make_synthetic_bundle
-    from mmkit.models import MultimodalEncoder
-    from mmkit.train import pooled_features
+    from mmkit.model.encoders import MultimodalEncoder
+    from mmkit.training.loop import pooled_features
 
     g = torch.Generator().manual_seed(0)
     x = 5.0 + 0.1 * torch.randn(50, 6, generator=g, dtype=torch.float64)  # a large common offset

@@ -4,16 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from mmkit.encode import (
-    encode_features,
-    export_embeddings,
-    features_from_audio_file,
-    features_from_score_file,
-    features_from_text,
-)
-from mmkit.evaluate import kappa_reliability
-from mmkit.retrieval import score
-from mmkit.train import TrainConfig, encode_split, fit, load_run_model
+from mmkit.analysis.new_material import (encode_features, export_embeddings, features_from_audio_file, features_from_score_file, features_from_text)
+from mmkit.analysis.evaluate import kappa_reliability
+from mmkit.retrieval.scores import score
+from mmkit.model.config import TrainConfig
+from mmkit.model.run import Run, encode_split
+from mmkit.training.loop import fit
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +17,7 @@ def trained(tiny, tmp_path_factory):
     run = tmp_path_factory.mktemp("run") / "r"
     fit(TrainConfig(method="proposed", seed=0, epochs=10, batch_size=16, hidden=64, layers=1), tiny["data"], run,
         progress=False)
-    return load_run_model(run)[1]
+    return Run(run).load_model()
 
 
 def test_audio_file_features_match_the_dataset(tiny):

@@ -6,7 +6,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from mmkit.notebook import ParameterError, check_parameters, declared_parameters, run_notebook
+from mmkit.app.notebook import ParameterError, check_parameters, declared_parameters, run_notebook
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 TINY_PARAMETERS = {

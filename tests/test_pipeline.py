@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mmkit.pipeline import plan, run_plan, step_key
+from mmkit.pipeline.reproduce import plan, run_plan, step_key
 
 
 def test_plan_shape():

@@ -6,8 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmkit.distributions import VonMisesFisher
-from mmkit.ssw import random_stiefel_projections, sliced_wasserstein_sphere, wasserstein_circle
+from mmkit.core.distributions import VonMisesFisher
+from mmkit.core.ssw import random_stiefel_projections, sliced_wasserstein_sphere, wasserstein_circle
 
 pytestmark = pytest.mark.reliability
 

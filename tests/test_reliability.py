@@ -7,7 +7,7 @@ It writes them as JSON at the end of the session, to ``$MMKIT_RELIABILITY_SUMMAR
 into pytest's temporary directory; ``benchmarks/reliability_report.py`` runs the suite and turns
 that JSON into the tables of ``docs/reliability.md``.
 
-Faults are injected through :mod:`mmkit.faults` (``MMKIT_FAULT``): a ``python -m mmkit train``
+Faults are injected through :mod:`mmkit.core.faults` (``MMKIT_FAULT``): a ``python -m mmkit train``
 subprocess kills itself with SIGKILL half-way through a named file write, or stops itself after
 step k and is then killed with SIGKILL from here. Re-running the same command must finish with
 results identical to an uninterrupted run (weights, optimizer state, history, best model,
@@ -37,24 +37,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmkit import faults
+from mmkit.core import faults
 from mmkit.data import BundleError, load_bundle, make_synthetic_bundle, resolve_data, save_bundle
-from mmkit.distributions import HypersphericalUniform, PowerSpherical, VonMisesFisher
-from mmkit.io import atomic_write_json, atomic_write_text, remove_stale_temporaries
-from mmkit.losses import TrainingObjective, product_of_gaussians, sampled_infonce_loss, soft_contrastive_loss, ssw_loss
-from mmkit.metrics import paired_bootstrap, ranks_from_scores, recall_at_k
-from mmkit.notebook import ParameterError, check_parameters, run_notebook
-from mmkit.retrieval import evaluate_tasks, parse_task, score
-from mmkit.ssw import circle_coordinates, random_stiefel_projections, sliced_wasserstein_sphere, wasserstein_circle
-from mmkit.train import (
-    LOG_FIELDS,
-    CheckpointError,
-    ConfigError,
-    NonFiniteLossError,
-    TrainConfig,
-    fit,
-    load_run_model,
-)
+from mmkit.core.distributions import HypersphericalUniform, PowerSpherical, VonMisesFisher
+from mmkit.core.io import atomic_write_json, atomic_write_text, remove_stale_temporaries
+from mmkit.model.losses import (TrainingObjective, product_of_gaussians, sampled_infonce_loss, soft_contrastive_loss, ssw_loss)
+from mmkit.core.metrics import paired_bootstrap, ranks_from_scores, recall_at_k
+from mmkit.app.notebook import ParameterError, check_parameters, run_notebook
+from mmkit.retrieval.tasks import evaluate_tasks
+from mmkit.vocab import parse_task
+from mmkit.retrieval.scores import score
+from mmkit.core.ssw import (circle_coordinates, random_stiefel_projections, sliced_wasserstein_sphere, wasserstein_circle)
+from mmkit.model.run import LOG_FIELDS, CheckpointError, Run
+from mmkit.model.config import ConfigError, TrainConfig
+from mmkit.training.loop import NonFiniteLossError, fit
 
 pytestmark = pytest.mark.reliability
 
@@ -436,7 +432,7 @@ def test_truncated_checkpoint_is_a_clear_error_and_nothing_is_overwritten(finish
         with pytest.raises(CheckpointError, match=message) as info:
             fit(TrainConfig(**FAST), small_data, run, progress=False)
         with pytest.raises(CheckpointError, match=message):
-            load_run_model(run, "last")
+            Run(run).load_model("last")
         assert _files(run) == before  # no silent restart: nothing rewritten
         ledger["corrupt_files"] += 1
         _example(ledger, "fit on a run: checkpoint truncated", info.value, tmp_path)
@@ -452,11 +448,11 @@ def test_byte_flips_in_checkpoints_and_best_model_are_detected(finished_run, tmp
             raw[pos] ^= 0xFF
             path.write_bytes(bytes(raw))
             with pytest.raises(CheckpointError, match=message) as info:
-                load_run_model(run, which)
+                Run(run).load_model(which)
             ledger["corrupt_files"] += 1
             _example(ledger, f"load_run_model(run, {which!r}): a byte of {name} flipped", info.value, tmp_path)
         path.write_bytes(data)
-    load_run_model(run, "best"), load_run_model(run, "last")  # intact again
+    Run(run).load_model("best"), Run(run).load_model("last")  # intact again
 
 
 def _pickle_bomb(marker: Path) -> bytes:
@@ -505,9 +501,9 @@ def test_checkpoints_that_would_run_code_or_lack_state_are_refused(finished_run,
         atomic_write_json(run / "checkpoint.json", {"file": "ckpt-epoch0001.pt", "sha256": hashlib.sha256(data).hexdigest(),
                                                     "epoch": 1})
         with pytest.raises(CheckpointError, match=message) as info:
-            load_run_model(run, "last")
+            Run(run).load_model("last")
         ledger["corrupt_files"] += 1
-        _example(ledger, f"load_run_model(run, 'last'): {case}", info.value, tmp_path)
+        _example(ledger, f"Run(run).load_model('last'): {case}", info.value, tmp_path)
     assert not marker.exists()
 
 
@@ -582,8 +578,8 @@ def fault(monkeypatch):
 
 
 def _results_writers():
-    from mmkit.evaluate import write_rows_csv
-    from mmkit.reports import write_table
+    from mmkit.analysis.reports import write_rows_csv
+    from mmkit.analysis.reports import write_table
 
     return [
         ("write_rows_csv", "table.csv", lambda out, rows: write_rows_csv(rows, out / "table.csv")),
@@ -629,7 +625,7 @@ def test_a_bundle_save_interrupted_before_its_manifest_is_refused(tmp_path, faul
 def test_a_kill_mid_write_leaves_the_previous_file_intact(tmp_path, ledger):
     target = tmp_path / "table.csv"
     atomic_write_text(target, "old,table\n")
-    code = ("import sys; from mmkit.io import atomic_write_text; "
+    code = ("import sys; from mmkit.core.io import atomic_write_text; "
             "atomic_write_text(sys.argv[1], 'x' * 1_000_000)")
     spec = "write:file=table.csv:after-bytes=65536"
     done = subprocess.run([sys.executable, "-c", code, str(target)], env={**os.environ, faults.ENV: spec},
@@ -651,7 +647,7 @@ def test_new_files_get_the_usual_permissions(tmp_path):
 
 
 #: Files the package opens for writing that are streams, not results (path, mode) -> why.
-STREAMS = {("mmkit/browser.py", "wb"): "the JupyterLab server's log, written while it runs"}
+STREAMS = {("mmkit/app/browser.py", "wb"): "the JupyterLab server's log, written while it runs"}
 
 
 def test_package_writes_files_only_through_mmkit_io():

@@ -1,7 +1,8 @@
 """Paper-layout tables round-trip from stored long-format rows (never typed-in numbers)."""
 import csv
 
-from mmkit.reports import caption_diversity, write_paper_tables
+from mmkit.data.card import caption_diversity
+from mmkit.analysis.reports import write_paper_tables
 
 
 def _rows():
@@ -52,9 +53,9 @@ def test_caption_diversity_best_r1():
 def test_runtime_table_from_measured_rows(tmp_path):
     import pytest
 
-    from mmkit.plots import runtime_figure
-    from mmkit.reports import write_runtime_table
-    from mmkit.runtime import runtime_rows, time_methods
+    from mmkit.viz.results import runtime_figure
+    from mmkit.analysis.reports import write_runtime_table
+    from mmkit.analysis.runtime import runtime_rows, time_methods
 
     times = {"heads": time_methods("heads", batch=4, steps=1, repeats=2)}
     assert all(len(v) == 2 and min(v) > 0 for v in times["heads"].values())
@@ -75,7 +76,7 @@ def test_runtime_table_from_measured_rows(tmp_path):
 
 
 def test_significance_table_marks_intervals_excluding_zero(tmp_path):
-    from mmkit.reports import write_significance_table
+    from mmkit.analysis.reports import write_significance_table
 
     comparisons = {"MRR": {"A->I": {"difference": 0.05, "ci_low": 0.01, "ci_high": 0.09, "p_value": 0.01, "n_queries": 600},
                            "T->I": {"difference": -0.01, "ci_low": -0.04, "ci_high": 0.02, "p_value": 0.5,
@@ -91,7 +92,7 @@ def test_significance_table_marks_intervals_excluding_zero(tmp_path):
 def test_readme_tables_are_synced_from_the_table_files(tmp_path):
     import pytest
 
-    from mmkit.reports import readme_tables, sync_readme_tables
+    from mmkit.analysis.reports import readme_tables, sync_readme_tables
 
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "runtime.md").write_text("| a |\n|---|\n| 2 |\n")
@@ -110,7 +111,7 @@ def test_committed_readme_matches_committed_tables():
     """The README's numbers are the tables of the last reproduce run (reports/tables), verbatim."""
     from pathlib import Path
 
-    from mmkit.reports import readme_tables
+    from mmkit.analysis.reports import readme_tables
 
     root = Path(__file__).resolve().parents[1]
     blocks = readme_tables((root / "README.md").read_text())
@@ -124,8 +125,8 @@ def test_kappa_reliability_figure_tells_every_task_apart():
     """Nine tasks, an eight-colour palette: composed queries are dashed, so no two lines look alike."""
     from matplotlib.colors import to_hex
 
-    from mmkit.plots import kappa_reliability_figure
-    from mmkit.retrieval import PAPER_TASKS, task_name
+    from mmkit.viz.results import kappa_reliability_figure
+    from mmkit.vocab import PAPER_TASKS, task_name
 
     reliability = {task_name(q, t): {"bins": [{"R@1": 10.0 * i + k} for k in range(5)],
                                      "spearman_kappa_vs_reciprocal_rank": 0.1}

@@ -5,18 +5,13 @@ import pytest
 import torch
 from torch.distributions import kl_divergence
 
-from mmkit.distributions import VonMisesFisher, vmf_log_normalizer
-from mmkit.retrieval import (
-    GalleryIndex,
-    elk_scores,
-    evaluate_tasks,
-    kl_scores,
-    parse_task,
-    score,
-    ssw_scores,
-)
-from mmkit.special import bessel_iv_ratio
-from mmkit.ssw import random_stiefel_projections, sliced_wasserstein_sphere
+from mmkit.core.distributions import VonMisesFisher, vmf_log_normalizer
+from mmkit.retrieval.index import GalleryIndex
+from mmkit.retrieval.scores import elk_scores, kl_scores, score, ssw_scores
+from mmkit.retrieval.tasks import evaluate_tasks
+from mmkit.vocab import parse_task
+from mmkit.core.special import bessel_iv_ratio
+from mmkit.core.ssw import random_stiefel_projections, sliced_wasserstein_sphere
 
 
 def vmfs(n, d, seed, dtype=torch.float64):

@@ -5,7 +5,7 @@ import mpmath
 import pytest
 import torch
 
-from mmkit.special import bessel_iv_ratio, log_bessel_iv, log_bessel_iv_and_ratio
+from mmkit.core.special import bessel_iv_ratio, log_bessel_iv, log_bessel_iv_and_ratio
 from oracles import log_iv
 
 ORDERS = [0.0, 0.5, 1.0, 6.5, 31.0, 63.5, 64.0, 127.0, 511.0]

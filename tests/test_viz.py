@@ -1,4 +1,4 @@
-"""mmkit.viz: the S^(d-1) -> S^2 projection against independent oracles (arccos distances, a
+"""mmkit.viz.sphere: the S^(d-1) -> S^2 projection against independent oracles (arccos distances, a
 symmetric configuration's known mean, isometry on a great 2-sphere, geodesic order on noisy data);
 the figure builders' traces and axes; clear errors on bad inputs; a real d = 3 run end to end."""
 import csv
@@ -11,9 +11,11 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
-from mmkit.train import LOG_FIELDS, TrainConfig, fit  # noqa: E402
-from mmkit.viz import (encode_run, fit_sphere_projection, kappa_histograms, orthographic_figure,  # noqa: E402
-                       read_training_log, sphere_figure, sphere_points, training_curves)
+from mmkit.model.run import LOG_FIELDS
+from mmkit.model.config import TrainConfig
+from mmkit.training.loop import fit  # noqa: E402
+from mmkit.model.run import Run  # noqa: E402
+from mmkit.viz.sphere import (fit_sphere_projection, kappa_histograms, orthographic_figure, read_training_log, sphere_figure, sphere_points, training_curves)
 
 # Spearman correlation of pairwise geodesic distances (S^63 vs the projection) on the noisy data
 # below; measured 0.964-0.981 over seeds 0-2, a random great 2-sphere projection gives 0.57-0.69.
@@ -219,12 +221,12 @@ def test_a_d3_run_end_to_end(tiny, tmp_path):
     run = tmp_path / "d3"
     fit(TrainConfig(dim=3, epochs=2, batch_size=32, hidden=32, layers=1, n_projections=10), data, run, progress=False)
     test = data["test"]
-    params = encode_run(run, test)
+    params = Run(run).encode(test).require_vmf("the sphere figures")
     assert {m: tuple(v[0].shape) for m, v in params.items()} == {m: (len(test), 3) for m in test.modalities}
     fig = sphere_figure(params, ids=test.ids, captions=test.captions, present=test.present, max_items=5, n_samples=2)
     assert fig.layout.title.text.startswith("d = 3")
     assert len(training_curves(run).axes[0].lines) >= 2
     gaussian = tmp_path / "pcme"
     fit(TrainConfig(method="pcme", epochs=1, batch_size=32, hidden=32, layers=1), data, gaussian, progress=False)
-    with pytest.raises(ValueError, match="Gaussian model; the sphere figures need a vMF run"):
-        encode_run(gaussian, test)
+    with pytest.raises(ValueError, match="the sphere figures: needs vMF encodings"):
+        Run(gaussian).encode(test).require_vmf("the sphere figures")

@@ -1,5 +1,5 @@
 """The retrieval widget without a browser: the session's rankings against independent oracles (numpy
-cosine, mpmath KL) and against mmkit.retrieval for one query; every widget callback (query by id, search,
+cosine, mpmath KL) and against mmkit.retrieval.scores for one query; every widget callback (query by id, search,
 random, linked and unlinked pickers, target, distance, k, active modalities) redraws result lists that
 show exactly those rankings; bad inputs give errors naming what was expected."""
 import html
@@ -14,9 +14,11 @@ from PIL import Image
 
 import oracles
 from mmkit.data import load_bundle, make_synthetic_bundle
-from mmkit.retrieval import evaluate_tasks
-from mmkit.train import TrainConfig, encode_split, fit, load_run_model
-from mmkit.widgets import RetrievalApp, RetrievalSession, run_slug, runs_from_json
+from mmkit.retrieval.tasks import evaluate_tasks
+from mmkit.model.config import TrainConfig
+from mmkit.model.run import Run, encode_split
+from mmkit.training.loop import fit
+from mmkit.app.widgets import RetrievalApp, RetrievalSession, run_slug, runs_from_json
 from retrieval_oracle import expected_top_ids
 
 RUNS = ("Proposed", "Baseline")
@@ -190,7 +192,7 @@ def test_session_from_run_directories(bundle, split, tmp_path):
         config = TrainConfig(method=method, epochs=1, batch_size=16, hidden=16, layers=1)
         fit(config, data, runs[method], progress=False)
     session = RetrievalSession(split, runs)
-    _, model = load_run_model(runs["proposed"])
+    model = Run(runs["proposed"]).load_model()
     direct = encode_split(model, split)
     for m in ("audio", "image", "text"):
         torch.testing.assert_close(session.encodings["proposed"][m][0], direct[m][0])

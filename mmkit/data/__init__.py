@@ -3,19 +3,11 @@
 ``bundle`` defines the on-disk format (one ``.npz`` per split) with its validating loader and a
 synthetic generator; ``datasets`` turns splits into torch ``Dataset`` / ``DataLoader`` batches.
 """
-from .bundle import (
-    SPLITS,
-    BundleError,
-    FeatureSplit,
-    load_bundle,
-    make_synthetic_bundle,
-    save_bundle,
-)
-from .datasets import TripletDataset, collate_triplets
-from .resolve import PRESETS, default_cache_dir, resolve_data
+from mmkit.data.bundle import BundleError, FeatureSplit, load_bundle, make_synthetic_bundle, save_bundle
+from mmkit.data.datasets import TripletDataset, collate_triplets
+from mmkit.data.resolve import PRESETS, default_cache_dir, resolve_data
 
 __all__ = [
-    "SPLITS",
     "BundleError",
     "FeatureSplit",
     "load_bundle",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bundle import FeatureSplit
+from mmkit.data.bundle import FeatureSplit
 
 __all__ = ["Triplet", "triplet", "list_triplets", "show_triplet"]
 

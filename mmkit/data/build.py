@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
-from .bundle import save_bundle
+from mmkit.core.io import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
+from mmkit.data.bundle import save_bundle
 
 __all__ = ["PRESET_SPECS", "PresetSpec", "select_works", "build_item", "build_dataset", "bundle_name"]
 
@@ -66,7 +66,7 @@ def select_works(preset: str, seed: int = 0, collections: tuple[str, ...] | None
     shortfall goes to the remaining collections in proportion), so that skipped works can be
     replaced. With ``collections`` only those collections are used (weights renormalised).
     """
-    from .corpus import list_works
+    from mmkit.data.corpus import list_works
 
     spec = PRESET_SPECS[preset]
     works = list_works(tuple(collections) if collections else None)
@@ -122,7 +122,7 @@ def build_item(work_dict: dict, item_dir: str) -> dict:
     import soundfile
     from PIL import Image
 
-    from . import captions, corpus, features, render
+    from mmkit.data import captions, corpus, features, render
 
     work = corpus.Work(**work_dict)
     out = Path(item_dir)
@@ -176,7 +176,7 @@ def _build_star(args):
 
 
 def _worker_init() -> None:
-    from .features import use_private_numba_cache
+    from mmkit.data.features import use_private_numba_cache
 
     use_private_numba_cache(force=True)
 
@@ -208,7 +208,7 @@ def _split_of(group: str, seed: int, fractions: tuple[float, float, float]) -> s
 
 def bundle_name(preset: str, collections: tuple[str, ...] | None, seed: int) -> str:
     suffix = "" if not collections else "-" + hashlib.sha1(",".join(sorted(collections)).encode()).hexdigest()[:8]
-    from .features import FEATURE_VERSION
+    from mmkit.data.features import FEATURE_VERSION
 
     return f"music21-{preset}-seed{seed}-v{RENDER_VERSION}.{FEATURE_VERSION}{suffix}"
 
@@ -237,7 +237,7 @@ def build_dataset(preset: str = "tiny", cache: str | os.PathLike | None = None,
     """
     from tqdm.auto import tqdm
 
-    from .resolve import default_cache_dir
+    from mmkit.data.resolve import default_cache_dir
 
     if preset not in PRESET_SPECS:
         raise ValueError(f"preset must be one of {tuple(PRESET_SPECS)}, got {preset!r}")
@@ -282,7 +282,7 @@ def build_dataset(preset: str = "tiny", cache: str | os.PathLike | None = None,
     summary.update(skipped=sum(skipped.values()), skipped_by_reason=dict(skipped), rebuilt_corrupt=rebuilt,
                    rendered=len(todo), seconds=round(time.perf_counter() - t0, 1), workers=workers)
     if card is not None:
-        from ..reports import write_dataset_card
+        from mmkit.data.card import write_dataset_card
 
         write_dataset_card(card, summary)
     return summary
@@ -291,8 +291,8 @@ def build_dataset(preset: str = "tiny", cache: str | os.PathLike | None = None,
 def _bundle_key(metas, spec, seed) -> str:
     """SHA-256 of everything a bundle is assembled from: each item's ``ok.json`` (the SHA-256 of
     its media and features), its order and split, the feature version and the text encoder."""
-    from .features import FEATURE_VERSION
-    from .text_embed import model_dir
+    from mmkit.data.features import FEATURE_VERSION
+    from mmkit.data.text_embed import model_dir
 
     parts = [f"render {RENDER_VERSION} features {FEATURE_VERSION} seed {seed} split {spec.split}",
              sha256_file(model_dir() / "model.safetensors")]
@@ -351,9 +351,9 @@ def _media_is_current(root: Path, metas) -> bool:
 
 
 def _write_bundle(root, preset, collections, seed, metas, assigned, key, progress) -> None:
-    from .features import item_features
-    from .render import SAMPLE_RATE
-    from .text_embed import embed_texts
+    from mmkit.data.features import item_features
+    from mmkit.data.render import SAMPLE_RATE
+    from mmkit.data.text_embed import embed_texts
 
     media = root / "media"
     media.mkdir(parents=True, exist_ok=True)

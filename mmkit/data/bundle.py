@@ -39,13 +39,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_write, atomic_write_json, sha256_file
+from mmkit.core.io import atomic_write, atomic_write_json, sha256_file
+from mmkit.vocab import MODALITIES, SPLITS
 
-__all__ = ["SPLITS", "MODALITIES", "BundleError", "FeatureSplit", "load_bundle", "save_bundle",
+__all__ = ["BundleError", "FeatureSplit", "load_bundle", "save_bundle",
            "make_synthetic_bundle"]
 
-SPLITS = ("train", "val", "test")
-MODALITIES = ("audio", "image", "text")
 FORMAT_NAME = "mmkit-bundle"
 FORMAT_VERSION = 1
 

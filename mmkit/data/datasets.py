@@ -11,9 +11,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .bundle import FeatureSplit
+from mmkit.data.bundle import FeatureSplit
+from mmkit.vocab import MODALITIES
 
-__all__ = ["TripletDataset", "collate_triplets"]
+__all__ = ["TripletDataset", "collate_triplets", "batch_to_device"]
 
 
 class TripletDataset(Dataset):
@@ -54,11 +55,25 @@ class TripletDataset(Dataset):
         return out
 
 
+def batch_to_device(batch: dict, device: torch.device) -> dict:
+    """The batch dict of :meth:`TripletDataset.batch` with every tensor (also the nested
+    ``present`` and ``lengths`` ones) moved to ``device``."""
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, dict):
+            out[k] = {kk: vv.to(device) for kk, vv in v.items()}
+        elif isinstance(v, torch.Tensor):
+            out[k] = v.to(device)
+        else:
+            out[k] = v
+    return out
+
+
 def collate_triplets(items: list[dict]) -> dict:
     """Stack items of :class:`TripletDataset` into a batch dict (see the module docstring)."""
     if not items:
         raise ValueError("collate_triplets: empty list of items")
-    mods = [k for k in items[0] if k in ("audio", "image", "text")]
+    mods = [k for k in items[0] if k in MODALITIES]
     out = {"index": torch.tensor([it["index"] for it in items]), "present": {}, "lengths": {}}
     for m in mods:
         out[m] = torch.stack([it[m] for it in items])

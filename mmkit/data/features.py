@@ -129,7 +129,7 @@ def item_features(item_dir, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
     import soundfile
     from PIL import Image
 
-    from ..io import atomic_write_bytes
+    from mmkit.core.io import atomic_write_bytes
 
     item_dir = Path(item_dir)
     path = item_dir / f"features-v{FEATURE_VERSION}.npz"

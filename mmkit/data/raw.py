@@ -23,7 +23,8 @@ import dataclasses
 import numpy as np
 from tqdm.auto import tqdm
 
-from .bundle import MODALITIES, BundleError, FeatureSplit
+from mmkit.vocab import MODALITIES
+from mmkit.data.bundle import BundleError, FeatureSplit
 
 __all__ = ["RAW_SHAPES", "VOCAB_SIZE", "raw_split", "tokenize_captions"]
 
@@ -37,7 +38,7 @@ def tokenize_captions(captions, length: int = RAW_SHAPES["text"][0]) -> np.ndarr
     """WordPiece ids of each caption, truncated or zero-padded to ``length``: ``(N,) str -> (N, length)`` int64."""
     from tokenizers import Tokenizer
 
-    from .text_embed import model_dir
+    from mmkit.data.text_embed import model_dir
 
     tok = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
     if tok.get_vocab_size() != VOCAB_SIZE:
@@ -54,7 +55,7 @@ def tokenize_captions(captions, length: int = RAW_SHAPES["text"][0]) -> np.ndarr
 def _audio(path) -> np.ndarray:
     import soundfile
 
-    from .features import log_mel
+    from mmkit.data.features import log_mel
 
     audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     mel = log_mel(audio.mean(1), rate)
@@ -81,7 +82,7 @@ def _image(path) -> np.ndarray:
 _READERS = {"audio": _audio, "image": _image}
 
 
-def raw_split(split: FeatureSplit, modalities=("audio", "image", "text"), progress: bool = False) -> FeatureSplit:
+def raw_split(split: FeatureSplit, modalities=MODALITIES, progress: bool = False) -> FeatureSplit:
     """``split`` with the features of ``modalities`` replaced by raw inputs (see :data:`RAW_SHAPES`).
 
     Returns a new :class:`FeatureSplit` (ids, masks, captions and media shared with ``split``):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .bundle import FeatureSplit, load_bundle, make_synthetic_bundle
+from mmkit.data.bundle import FeatureSplit, load_bundle, make_synthetic_bundle
 
 __all__ = ["PRESETS", "default_cache_dir", "resolve_data"]
 
@@ -34,7 +34,7 @@ def resolve_data(spec: str | os.PathLike, cache_dir: str | os.PathLike | None = 
             make_synthetic_bundle(root, seed=0)
         return load_bundle(root)
     if str(spec) in ("tiny", "small", "full"):
-        from .build import build_dataset
+        from mmkit.data.build import build_dataset
 
         summary = build_dataset(str(spec), cache=cache, progress=progress)
         return load_bundle(summary["bundle"])

@@ -1,0 +1,135 @@
+"""Training configuration: one frozen dataclass, validated on construction, stored with every run.
+
+Defaults and how they were chosen are documented in ``docs/hyperparameters.md``. The run
+directory (:class:`mmkit.model.run.Run`) keeps it as ``config.json``, so every result can be traced
+to its settings.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+from mmkit.vocab import CONTRASTIVE_READINGS, METHODS, family
+
+__all__ = ["ConfigError", "TrainConfig"]
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training setting, validated on construction and stored with the run.
+
+    Defaults and how they were chosen are documented in ``docs/hyperparameters.md``.
+    """
+
+    method: str = "proposed"
+    lambda_s: float = 1.0
+    contrastive: str = "infonce"
+    dim: int = 32
+    n_samples: int = 16
+    n_projections: int = 50
+    match_samples: int = 7
+    vib_weight: float = 1e-4
+    debiased_ssw: bool = False
+    encoder: str = "heads"
+    backbone_width: int = 32
+    hidden: int = 256
+    layers: int = 2
+    dropout: float = 0.1
+    kappa_floor: float = 1.0
+    kappa_init: float = 100.0
+    batch_size: int = 128
+    epochs: int = 20
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    threads: int = 1
+    device: str = "auto"
+    keep_checkpoints: int = 2
+
+    def __post_init__(self):
+        def fail(name, expected):
+            raise ConfigError(f"TrainConfig.{name}: expected {expected}, got {getattr(self, name)!r}")
+
+        def number(name) -> bool:  # a real number (bools are ints in Python, not settings)
+            value = getattr(self, name)
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+        if self.method not in METHODS:
+            fail("method", f"one of {METHODS}")
+        if self.contrastive not in CONTRASTIVE_READINGS:
+            fail("contrastive", f"one of {CONTRASTIVE_READINGS}")
+        if not (number("lambda_s") and self.lambda_s >= 0):
+            fail("lambda_s", "a number >= 0 (inf means L_S only)")
+        if self.encoder not in ("heads", "backbones"):
+            fail("encoder", "'heads' (over cached features) or 'backbones' (CNNs over raw inputs)")
+        for name, low in (("dim", 2), ("n_samples", 1), ("n_projections", 1), ("match_samples", 1), ("hidden", 1),
+                          ("layers", 0), ("batch_size", 2), ("epochs", 1), ("threads", 1), ("keep_checkpoints", 1),
+                          ("backbone_width", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                fail(name, f"an int >= {low}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            fail("seed", "an int >= 0")
+        for name in ("vib_weight", "weight_decay"):
+            if not (number(name) and 0 <= getattr(self, name) < math.inf):
+                fail(name, "a finite number >= 0")
+        for name in ("lr", "kappa_floor", "kappa_init"):
+            if not (number(name) and 0 < getattr(self, name) < math.inf):
+                fail(name, "a finite number > 0")
+        if self.kappa_init <= self.kappa_floor:
+            fail("kappa_init", f"a number above kappa_floor = {self.kappa_floor!r} (every kappa starts there)")
+        if not (number("dropout") and 0 <= self.dropout < 1):
+            fail("dropout", "a number in [0, 1)")
+        if not isinstance(self.debiased_ssw, bool):
+            fail("debiased_ssw", "a bool")
+        if self.debiased_ssw and self.n_samples % 2:
+            fail("n_samples", "an even number when debiased_ssw is set")
+        if self.device not in ("auto", "cpu", "cuda"):
+            fail("device", "'auto', 'cpu' or 'cuda'")
+        if self.method == "ls_only" and self.lambda_s != math.inf:
+            object.__setattr__(self, "lambda_s", math.inf)
+        if self.method == "proposed" and self.lambda_s == math.inf:
+            object.__setattr__(self, "method", "ls_only")
+        if self.method == "baseline" and self.lambda_s != 0:
+            object.__setattr__(self, "lambda_s", 0.0)
+
+    @classmethod
+    def from_dict(cls, values: Mapping) -> "TrainConfig":
+        """Build from a mapping, refusing unknown keys (with the list of valid ones)."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"TrainConfig.from_dict: expected a mapping of setting -> value, got {type(values).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig key(s) {unknown}; valid keys: {sorted(names)}")
+        return cls(**dict(values))
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        if d["lambda_s"] == math.inf:
+            d["lambda_s"] = "inf"
+        return d
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"TrainConfig.from_json: not valid JSON ({exc})") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"TrainConfig.from_json: expected a JSON object, got {type(d).__name__}")
+        if d.get("lambda_s") == "inf":
+            d["lambda_s"] = math.inf
+        return cls.from_dict(d)
+
+    @property
+    def family(self) -> str:
+        """``"vmf"`` or ``"gaussian"`` (:func:`mmkit.vocab.family` of the method)."""
+        return family(self.method)

@@ -1,0 +1,187 @@
+"""The reproduce pipeline: notebooks run by papermill in dependency order, skipping unchanged steps.
+
+A step is one notebook with its parameters. Its key is a SHA-256 of the notebook file, its
+parameters, the mmkit version and the keys of the steps it depends on; a step whose
+``<runs>/<name>/done.json`` holds the same key (and whose outputs exist) is skipped. Executed
+notebooks land in ``reports/runs/`` (git-ignored), tables in ``reports/tables/``, figures in
+``reports/figures/``. Independent steps run in parallel (``jobs`` papermill kernels at a time),
+except exclusive ones (the runtime measurement), which run alone.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mmkit.core.io import atomic_write_json
+from mmkit.app.notebook import notebook_path, run_notebook
+
+__all__ = ["Step", "PIPELINE_PRESETS", "run_dir", "plan", "step_key", "run_plan", "refresh_widget_screenshot"]
+
+LAMBDA_SWEEP = (0.01, 0.1, 1.0, 10.0, 100.0)
+
+#: Pipeline presets: data, seeds and training settings.
+PIPELINE_PRESETS = {
+    "quick": {"data": "small", "seeds": (0, 1, 2), "distance": "ssw",
+              "train": {"epochs": 20, "batch_size": 128, "hidden": 256, "layers": 2},
+              "runtime": {"repeats": 5, "steps": 2}, "sphere": {"epochs": 20}},
+    "paper": {"data": "full", "seeds": (0, 1, 2, 3, 4), "distance": "ssw",
+              "train": {"epochs": 40, "batch_size": 128, "hidden": 256, "layers": 2},
+              "runtime": {"repeats": 10, "steps": 3}, "sphere": {"epochs": 40}},
+    "smoke": {"data": "tiny", "seeds": (0,), "distance": "kl",
+              "train": {"epochs": 2, "batch_size": 16, "hidden": 32, "layers": 1},
+              "runtime": {"repeats": 2, "steps": 1, "batch": 8, "backbone_batch": 4},
+              "sphere": {"epochs": 2, "max_items": 20, "n_samples": 5}},
+}
+
+
+def run_dir(runs_dir: str | os.PathLike, method: str, lambda_s: float, seed: int) -> Path:
+    """Where the pipeline trains ``method`` at ``lambda_s`` with ``seed``: ``<runs_dir>/train/<tag>``."""
+    return Path(runs_dir) / "train" / f"{method}-l{lambda_s:g}-s{seed}"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One notebook run: ``after`` names the steps it needs; an ``exclusive`` step runs alone
+    (nothing else in parallel: its timings are reported)."""
+
+    name: str
+    notebook: str
+    parameters: dict = field(default_factory=dict)
+    after: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    exclusive: bool = False
+
+
+def plan(preset: str = "quick", data: str | None = None, runs_dir: str = "reports/runs",
+         tables_dir: str = "reports/tables", figures_dir: str = "reports/figures", cache: str = "",
+         encoder: str | None = None) -> list[Step]:
+    """The steps of ``preset``.
+
+    ``encoder`` ("heads" | "backbones") overrides the preset's encoders for every training run
+    (``None``: the preset's; every preset trains heads over cached features by default).
+
+    dataset -> every training run (Proposed at each λ_S, the limits 1e-12 and L_S only, Baseline,
+    PCME, MPC; each seed) -> evaluate (Tables 2-4 from the main runs), ablation (Tables 8-10 from
+    the λ_S runs), sphere (distributions on S^2 from the first Proposed run and a d = 3
+    illustration model) and runtime (Table 1, alone).
+    """
+    if preset not in PIPELINE_PRESETS:
+        raise ValueError(f"preset must be one of {tuple(PIPELINE_PRESETS)}, got {preset!r}")
+    if encoder not in (None, "heads", "backbones"):
+        raise ValueError(f"encoder must be None, 'heads' or 'backbones', got {encoder!r}")
+    cfg = PIPELINE_PRESETS[preset]
+    data = data or cfg["data"]
+    train = {**cfg["train"], **({"encoder": encoder} if encoder else {})}
+    steps = [Step("dataset", "01_dataset.ipynb", {"data": data, "cache": cache, "n_show": 3})]
+    main_runs, ablation_runs = [], []
+    variants = [("baseline", 0.0), ("pcme", 1.0), ("mpc", 1.0), ("ls_only", float("inf"))]
+    variants += [("proposed", lam) for lam in (1e-12, *LAMBDA_SWEEP)]
+    for method, lam in variants:
+        for seed in cfg["seeds"]:
+            out = str(run_dir(runs_dir, method, lam, seed))
+            tag = Path(out).name
+            params = {"data": data, "cache": cache, "method": method, "seed": seed,
+                      "lambda_s": 1.0 if lam == float("inf") else lam, "out": out, **train}
+            steps.append(Step(f"train-{tag}", "02_train.ipynb", params, ("dataset",), (str(Path(out) / "best.pt"),)))
+            if method in ("pcme", "mpc", "baseline") or (method == "proposed" and lam == 1.0):
+                main_runs.append(out)
+            if method in ("proposed", "baseline", "ls_only"):
+                ablation_runs.append(out)
+    trained = tuple(s.name for s in steps if s.name.startswith("train-"))
+    common = {"data": data, "cache": cache, "tables_dir": tables_dir, "figures_dir": figures_dir,
+              "dataset_name": f"music21-{data}" if data in ("tiny", "small", "full") else Path(data).name,
+              "distance": cfg["distance"]}
+    steps.append(Step("evaluate", "03_evaluate.ipynb", {"runs": json.dumps(main_runs), **common}, trained,
+                      tuple(str(Path(tables_dir) / f"recall_{t}.csv") for t in ("image", "text", "audio"))))
+    steps.append(Step("ablation", "04_ablation.ipynb", {"runs": json.dumps(ablation_runs), **common}, trained,
+                      tuple(str(Path(tables_dir) / f"{t}.csv") for t in ("lambda_sweep", "lambda_limits"))))
+    first_proposed = str(run_dir(runs_dir, "proposed", 1.0, cfg["seeds"][0]))
+    steps.append(Step("sphere", "06_sphere.ipynb",
+                      {"data": data, "cache": cache, "run": first_proposed, "figures_dir": figures_dir,
+                       "illustration_out": str(Path(runs_dir) / "train" / "illustration-d3"), **cfg["sphere"]},
+                      (f"train-{Path(first_proposed).name}",), (str(Path(figures_dir) / "sphere_projection.html"),)))
+    steps.append(Step("runtime", "05_runtime.ipynb", {"tables_dir": tables_dir, "figures_dir": figures_dir,
+                                                      **cfg["runtime"]},
+                      trained, (str(Path(tables_dir) / "runtime.csv"),), exclusive=True))
+    return steps
+
+
+def step_key(step: Step, dependency_keys: list[str]) -> str:
+    from mmkit import __version__
+
+    h = hashlib.sha256()
+    h.update(notebook_path(step.notebook).read_bytes())
+    h.update(json.dumps(step.parameters, sort_keys=True, default=str).encode())
+    h.update(__version__.encode())
+    for k in dependency_keys:
+        h.update(k.encode())
+    return h.hexdigest()
+
+
+def run_plan(steps: list[Step], runs_dir: str | os.PathLike = "reports/runs", jobs: int = 1, force: bool = False,
+             log=print) -> dict[str, str]:
+    """Execute ``steps`` (skipping unchanged ones); returns ``{step name: "ran" | "skipped"}``."""
+    runs_dir = Path(runs_dir)
+    by_name = {s.name: s for s in steps}
+    keys: dict[str, str] = {}
+    status: dict[str, str] = {}
+    pending = list(steps)
+
+    def execute(step: Step) -> str:
+        key = keys[step.name]
+        marker = runs_dir / "notebooks" / step.name / "done.json"
+        if not force and marker.is_file() and json.loads(marker.read_text()).get("key") == key \
+                and all(Path(o).exists() for o in step.outputs):
+            return "skipped"
+        run_notebook(notebook_path(step.notebook), runs_dir / "notebooks" / step.name / step.notebook, step.parameters,
+                     progress=False)
+        atomic_write_json(marker, {"key": key, "parameters": step.parameters})
+        return "ran"
+
+    while pending:
+        ready = [s for s in pending if all(d in status for d in s.after)]
+        if not ready:
+            raise ValueError(f"steps with unknown or cyclic dependencies: {[s.name for s in pending]}")
+        for s in ready:
+            keys[s.name] = step_key(s, [keys[d] for d in s.after if d in by_name])
+        shared = [s for s in ready if not s.exclusive]
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            for s, result in zip(shared, pool.map(execute, shared)):
+                status[s.name] = result
+                log(f"[{len(status)}/{len(steps)}] {s.name}: {result}")
+        for s in ready:
+            if s.exclusive:  # alone: nothing else runs while it does
+                status[s.name] = execute(s)
+                log(f"[{len(status)}/{len(steps)}] {s.name}: {status[s.name]} (alone)")
+        pending = [s for s in pending if s.name not in status]
+    return status
+
+
+def refresh_widget_screenshot(preset: str = "quick", data: str | None = None, runs_dir: str = "reports/runs",
+                              figures_dir: str = "reports/figures", cache: str = "", log=print) -> Path | None:
+    """Screenshot of the retrieval demo (Proposed vs Baseline, first seed) in a real browser.
+
+    Writes ``<figures_dir>/retrieval_widget.png`` unless it is newer than both runs' weights;
+    returns its path, or ``None`` when no browser is available (logged: the tables do not depend on it).
+    """
+    from mmkit.app.browser import BrowserUnavailable, screenshot_retrieval_demo
+
+    cfg = PIPELINE_PRESETS[preset]
+    seed = cfg["seeds"][0]
+    runs = {"Proposed": run_dir(runs_dir, "proposed", 1.0, seed), "Baseline": run_dir(runs_dir, "baseline", 0.0, seed)}
+    out = Path(figures_dir) / "retrieval_widget.png"
+    newest = max((r / "best.pt").stat().st_mtime for r in runs.values())
+    if out.is_file() and out.stat().st_mtime > newest:
+        log(f"{out}: up to date")
+        return out
+    try:
+        screenshot_retrieval_demo({k: str(v) for k, v in runs.items()}, out, data=data or cfg["data"], cache=cache)
+    except BrowserUnavailable as err:
+        log(f"{out}: not refreshed ({err})")
+        return None
+    log(f"{out}: refreshed")
+    return out
