@@ -104,6 +104,24 @@ def _reproduce(args) -> int:
     return 0
 
 
+def _study(args) -> int:
+    from mmkit.pipeline.study import EXPERIMENTS, grid, run_grid
+
+    names = args.experiments or list(EXPERIMENTS)
+    if args.analyse:
+        from mmkit.pipeline.study_analysis import analyse
+
+        for name in names:
+            for line in analyse(name, store=args.store, tables_dir=args.tables_dir, figures_dir=args.figures_dir):
+                print(line)
+        return 0
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    results = run_grid(grid(names, data=args.data, seeds=seeds), store=args.store, work=args.work, jobs=args.jobs,
+                       executor=args.executor, cache=args.cache)
+    failed = [r for r in results if str(r["status"]).startswith("failed")]
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmkit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -152,12 +170,27 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--tables-dir", dest="tables_dir", default="reports/tables")
     r.add_argument("--figures-dir", dest="figures_dir", default="reports/figures")
     r.add_argument("--readme", default=None, help="README whose marked table blocks are refreshed from --tables-dir")
+    st = sub.add_parser("study", help="the pre-registered study of docs/study.md: run the grid (skipping stored runs) "
+                                      "or --analyse an experiment once it is complete")
+    st.add_argument("experiments", nargs="*", help="experiments to run (default: all), e.g. E1 E3")
+    st.add_argument("--analyse", action="store_true", help="analyse the named experiments (refuses incomplete grids)")
+    st.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
+    st.add_argument("--executor", choices=["processes", "slurm", "local"], default="processes",
+                    help="local processes, or submitit on Slurm ('local': submitit's local executor)")
+    st.add_argument("--data", default="small", help="preset or bundle the study uses (docs/study.md: small)")
+    st.add_argument("--seeds", default=None, help="comma-separated subset of the seeds (default: the protocol's)")
+    st.add_argument("--cache", default=None)
+    st.add_argument("--store", default="reports/study", help="where the per-run JSON results go (committed)")
+    st.add_argument("--work", default="reports/runs/study", help="training runs (git-ignored)")
+    st.add_argument("--tables-dir", dest="tables_dir", default="reports/tables")
+    st.add_argument("--figures-dir", dest="figures_dir", default="reports/figures")
     args, extra = parser.parse_known_args(argv)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "build-data":
         args.card = args.card or None
-    handler = {"build-data": _build_data, "train": _train, "evaluate": _evaluate, "reproduce": _reproduce}
+    handler = {"build-data": _build_data, "train": _train, "evaluate": _evaluate, "reproduce": _reproduce,
+               "study": _study}
     return handler[args.command](args)
 
 

@@ -51,23 +51,71 @@ def test_ssw_loss_masks_missing_modalities(seeded):
     assert torch.allclose(got[("audio", "image")], ref)
 
 
-def test_debiased_ssw_removes_the_noise_floor(seeded):
-    """Two independent sample sets of the same vMF: plain L_S has a positive floor; the debiased
-    estimate averages to ~0 (within 5 SE over items)."""
-    b, n, d = 400, 32, 32
-    mu, kappa = unit(b, d), torch.full((b,), 30.0, dtype=torch.float64)
-    x, y = vmf_samples(mu, kappa, n), vmf_samples(mu, kappa, n)
+@pytest.mark.parametrize("kappa", [5.0, 30.0, 300.0])
+def test_debiased_ssw_is_zero_in_expectation_for_equal_distributions(seeded, kappa):
+    """Equal vMFs, independent full-size sample sets X, X' and Y, Y' (L = 16 each): the plain L_S
+    has a positive floor (METHOD.md: ~0.066 at kappa = 30, d = 32); the debiased estimate
+    SSW(X,Y) - SSW(X,X')/2 - SSW(Y,Y')/2 averages to 0 within 4 standard errors over 400 items."""
+    b, n, d = 400, 16, 32
+    mu, k = unit(b, d), torch.full((b,), kappa, dtype=torch.float64)
+    x, x2, y, y2 = (vmf_samples(mu, k, n) for _ in range(4))
     proj = random_stiefel_projections(d, 50, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    plain = sliced_wasserstein_sphere(x[:, :16], y[:, :16], projections=proj)
-    assert plain.mean().item() > 0.03  # METHOD.md: ~0.066 at kappa = 30, d = 32
-    per_item = (sliced_wasserstein_sphere(x[:, :16], y[:, :16], projections=proj)
-                - 0.5 * (sliced_wasserstein_sphere(x[:, :16], x[:, 16:], projections=proj)
-                         + sliced_wasserstein_sphere(y[:, :16], y[:, 16:], projections=proj)))
-    total = ssw_loss({"audio": x, "image": y}, projections=proj, debiased=True)
+    plain = sliced_wasserstein_sphere(x, y, projections=proj)
+    per_item = plain - 0.5 * (sliced_wasserstein_sphere(x, x2, projections=proj)
+                              + sliced_wasserstein_sphere(y, y2, projections=proj))
+    se_plain = plain.std().item() / math.sqrt(b)
+    assert plain.mean().item() > 10 * se_plain  # the noise floor of the plain estimate
+    assert abs(per_item.mean().item()) < 4 * per_item.std().item() / math.sqrt(b)
+    total = ssw_loss({"audio": x, "image": y}, projections=proj, independent={"audio": x2, "image": y2})
     assert torch.allclose(total, per_item.mean())
-    assert abs(per_item.mean().item()) < 5 * per_item.std().item() / math.sqrt(b)
-    with pytest.raises(ValueError, match="even"):
-        ssw_loss({"audio": x[:, :3], "image": y[:, :3]}, debiased=True)
+
+
+def test_debiased_ssw_is_positive_and_grows_with_the_angle_between_means(seeded):
+    """Two vMFs (kappa = 100, d = 16) whose means are theta apart: the debiased L_S is > 0 and
+    increases with theta (means over 200 items, each step far beyond the Monte-Carlo error)."""
+    b, n, d = 200, 16, 16
+    k = torch.full((b,), 100.0, dtype=torch.float64)
+    e1 = unit(b, d)
+    ortho = torch.randn(b, d, dtype=torch.float64)
+    ortho = torch.nn.functional.normalize(ortho - (ortho * e1).sum(-1, keepdim=True) * e1, dim=-1)  # ⟂ e1
+    proj = random_stiefel_projections(d, 50, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    values = []
+    for theta in (0.2, 0.5, 1.0, 2.0):
+        mu2 = math.cos(theta) * e1 + math.sin(theta) * ortho
+        x, x2, y, y2 = vmf_samples(e1, k, n), vmf_samples(e1, k, n), vmf_samples(mu2, k, n), vmf_samples(mu2, k, n)
+        values.append(ssw_loss({"audio": x, "image": y}, projections=proj,
+                               independent={"audio": x2, "image": y2}).item())
+    assert values[0] > 0 and all(a < b for a, b in zip(values, values[1:])), values
+
+
+def test_debiased_ssw_checks_its_second_sample_set(seeded):
+    x = vmf_samples(unit(3, 4), torch.full((3,), 5.0, dtype=torch.float64), 6)
+    with pytest.raises(ValueError, match=r"independent\['image'\] must be a second sample set"):
+        ssw_loss({"audio": x, "image": x}, independent={"audio": x, "image": x[:, :3]})
+
+
+def test_debiased_objective_draws_a_second_full_size_set(seeded):
+    """With debiased_ssw the objective draws 2L samples per vMF: L for L_C and the cross term, an
+    independent L for the self-terms; without it the draws (and so the loss) are unchanged."""
+    from mmkit.model.losses import TrainingObjective
+
+    b, d = 8, 6
+    outputs = {m: (unit(b, d).float(), torch.full((b,), 20.0)) for m in ("audio", "image", "text")}
+    present = {m: torch.ones(b, dtype=torch.bool) for m in outputs}
+    plain = TrainingObjective("proposed", n_samples=4, n_projections=5)
+    deb = TrainingObjective("proposed", n_samples=4, n_projections=5, debiased_ssw=True)
+    torch.manual_seed(11)
+    t_plain = plain(outputs, present, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(11)
+    t_deb = deb(outputs, present, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(11)
+    drawn = {m: VonMisesFisher(loc, k, validate_args=False).rsample((8,)).transpose(0, 1)
+             for m, (loc, k) in outputs.items()}
+    proj = random_stiefel_projections(d, 5, generator=torch.Generator().manual_seed(1))
+    expected = ssw_loss({m: x[:, :4] for m, x in drawn.items()}, projections=proj,
+                        independent={m: x[:, 4:] for m, x in drawn.items()})
+    assert torch.allclose(t_deb["L_S"], expected)
+    assert not torch.allclose(t_plain["L_S"], t_deb["L_S"])
 
 
 def test_match_probability_against_loop():

@@ -47,6 +47,8 @@ __all__ = ["BundleError", "FeatureSplit", "load_bundle", "save_bundle",
 
 FORMAT_NAME = "mmkit-bundle"
 FORMAT_VERSION = 1
+#: Optional per-item string fields of a split file, loaded into :attr:`FeatureSplit.meta`.
+ITEM_META = ("collection", "group")
 
 
 class BundleError(ValueError):
@@ -68,6 +70,9 @@ class FeatureSplit:
     root : Path or None, the bundle directory (for media paths)
     raw : tuple of the modalities whose ``features`` hold raw backbone inputs instead of cached
         features (set by :func:`mmkit.data.raw.raw_split`; empty for a loaded bundle)
+    meta : dict name -> np.ndarray (N,) str, optional per-item labels stored with the bundle
+        (:data:`ITEM_META`: the embedded dataset records each item's corpus ``collection`` and its
+        near-duplicate ``group``)
     """
 
     ids: np.ndarray
@@ -78,6 +83,7 @@ class FeatureSplit:
     media: dict[str, np.ndarray] = field(default_factory=dict)
     root: Path | None = None
     raw: tuple[str, ...] = ()
+    meta: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -225,8 +231,14 @@ def _load_split(root: Path, split: str, manifest: dict) -> FeatureSplit:
     captions = arrays.get("captions")
     if captions is not None and (captions.shape != (n,) or captions.dtype.kind != "U"):
         raise BundleError(f"{path}: field 'captions' must be a unicode array of shape ({n},)")
+    meta = {}
+    for name in ITEM_META:
+        if name in arrays:
+            if arrays[name].shape != (n,) or arrays[name].dtype.kind != "U":
+                raise BundleError(f"{path}: field {name!r} must be a unicode array of shape ({n},)")
+            meta[name] = arrays[name]
     return FeatureSplit(ids=ids, features=features, present=present, lengths=lengths, captions=captions,
-                        media=media, root=root)
+                        media=media, root=root, meta=meta)
 
 
 def load_bundle(path: str | os.PathLike, splits: tuple[str, ...] = SPLITS) -> dict[str, FeatureSplit]:

@@ -7,8 +7,10 @@ Everything is batched over a mini-batch of B items, each with up to three modali
 
 * :func:`ssw_loss` — Algorithm 2 of the paper's supplement: L samples from each modality's vMF,
   SSW_1 (Bonet et al. 2023) between the positive pairs of all three modality pairs, averaged.
-  Optional *debiased* variant (Sinkhorn-divergence style): subtract the within-distribution
-  sample-to-sample SSW, removing the noise floor that otherwise rewards large kappa.
+  Optional *debiased* variant (the idea of Sinkhorn divergences, Feydy et al. AISTATS 2019):
+  with independent sample sets X, X' of P and Y, Y' of Q, all of size L,
+  ``D = SSW(X, Y) - SSW(X, X')/2 - SSW(Y, Y')/2``, whose expectation vanishes for P = Q at any
+  kappa, removing the noise floor that otherwise rewards large kappa.
 * :func:`soft_contrastive_loss` — reading (a) of L_C: PCME's match probability
   ``p = mean_{k,l} sigmoid(-a ||z_k - z'_l|| + b)`` over J x J sample pairs, binary
   cross-entropy over all positive and negative pairs of the batch (Chun et al. CVPR 2021).
@@ -84,7 +86,7 @@ def _pair_indices(present: Mapping[str, Tensor] | None, a: str, b: str, batch: i
 # L_S
 # ----------------------------------------------------------------------------------------------
 def ssw_loss(samples: Mapping[str, Tensor], n_projections: int = 100, present: Mapping[str, Tensor] | None = None,
-             debiased: bool = False, generator: torch.Generator | None = None,
+             independent: Mapping[str, Tensor] | None = None, generator: torch.Generator | None = None,
              projections: Tensor | None = None, reduction: str = "mean") -> Tensor | dict:
     r"""L_S of Eq. 7 / Algorithm 2: ``[SSW_1(a,i) + SSW_1(i,t) + SSW_1(t,a)] / 3`` over positive pairs.
 
@@ -92,15 +94,17 @@ def ssw_loss(samples: Mapping[str, Tensor], n_projections: int = 100, present: M
     ----------
     samples : mapping modality -> Tensor, shape (B, L, d)
         L samples per item from each modality's vMF (``VonMisesFisher(mu, kappa).rsample((L,))``
-        transposed to batch-first). With ``debiased=True`` the L samples are split into two
-        independent halves (L must be even).
+        transposed to batch-first).
     n_projections : int
         T, the number of great circles (shared by all pairs of the step).
     present : mapping modality -> bool Tensor (B,), optional
         Which items have the modality; a pair's SSW is averaged over items that have both.
-    debiased : bool
-        Use ``SSW(x1, y1) - (SSW(x1, x2) + SSW(y1, y2)) / 2`` with halves ``x1, x2`` and ``y1, y2``
-        (an unbiased-in-spirit correction of the sampling noise floor; not in the paper).
+    independent : mapping modality -> Tensor (B, L, d), optional
+        A second sample set of each distribution, drawn independently of ``samples`` and of the
+        same size. Given, L_S is the **debiased** ``SSW(X, Y) - SSW(X, X')/2 - SSW(Y, Y')/2`` per
+        positive pair (X = ``samples[a]``, X' = ``independent[a]``, ...), whose expectation is 0
+        when the two distributions are equal, whatever their concentration (not in the paper;
+        the self-terms use the same projections as the cross term).
     generator, projections
         Randomness for, or explicit, projections ``(T, d, 2)``.
     reduction : "mean" | "pairs"
@@ -118,8 +122,13 @@ def ssw_loss(samples: Mapping[str, Tensor], n_projections: int = 100, present: M
             raise ValueError(f"samples[{m!r}] of shape {tuple(x.shape)} must hold the same B items in the same d "
                              f"as samples[{first_name!r}] of shape {tuple(first.shape)}")
     batch, n, d = first.shape
-    if debiased and n % 2:
-        raise ValueError(f"debiased L_S splits the L samples in two halves: L must be even, got {n}")
+    if independent is not None:
+        for m, x in samples.items():
+            other = independent.get(m)
+            if other is None or other.shape != x.shape:
+                raise ValueError(f"debiased L_S: independent[{m!r}] must be a second sample set of the shape of "
+                                 f"samples[{m!r}] {tuple(x.shape)}, got "
+                                 f"{None if other is None else tuple(other.shape)}")
     if projections is None:
         projections = random_stiefel_projections(d, n_projections, generator=generator, dtype=first.dtype,
                                                  device=first.device)
@@ -127,21 +136,19 @@ def ssw_loss(samples: Mapping[str, Tensor], n_projections: int = 100, present: M
     for a, b in MODALITY_PAIRS:
         if a not in samples or b not in samples:
             continue
-        x, y = samples[a], samples[b]
-        idx = _pair_indices(present, a, b, batch, x.device)
-        if idx is not None:
-            if idx.numel() == 0:
-                continue
-            x, y = x[idx], y[idx]
-        if debiased:
-            h = n // 2
-            x1, x2, y1, y2 = x[:, :h], x[:, h:], y[:, :h], y[:, h:]
-            cross = sliced_wasserstein_sphere(x1, y1, projections=projections)
-            self_x = sliced_wasserstein_sphere(x1, x2, projections=projections)
-            self_y = sliced_wasserstein_sphere(y1, y2, projections=projections)
-            per_pair[(a, b)] = (cross - 0.5 * (self_x + self_y)).mean()
-        else:
-            per_pair[(a, b)] = sliced_wasserstein_sphere(x, y, projections=projections).mean()
+        idx = _pair_indices(present, a, b, batch, first.device)
+        if idx is not None and idx.numel() == 0:
+            continue
+
+        def rows(t: Tensor) -> Tensor:
+            return t if idx is None else t[idx]
+
+        x, y = rows(samples[a]), rows(samples[b])
+        value = sliced_wasserstein_sphere(x, y, projections=projections)
+        if independent is not None:
+            value = value - 0.5 * (sliced_wasserstein_sphere(x, rows(independent[a]), projections=projections)
+                                   + sliced_wasserstein_sphere(y, rows(independent[b]), projections=projections))
+        per_pair[(a, b)] = value.mean()
     if reduction == "pairs":
         return per_pair
     if reduction != "mean":
@@ -281,7 +288,8 @@ class TrainingObjective(torch.nn.Module):
     vib_weight : float
         Weight of the KL-to-N(0, I) regulariser of the Gaussian methods (PCME's VIB term).
     debiased_ssw : bool
-        Use the debiased L_S (:func:`ssw_loss`).
+        Use the debiased L_S (:func:`ssw_loss` with ``independent``): each vMF draws a second,
+        independent set of L samples for the self-terms; L_C uses the first set as without it.
 
     Learnable scalars: the InfoNCE inverse temperature (init 10) and PCME's ``a > 0`` (init 10)
     and ``b`` (init 5).
@@ -346,13 +354,18 @@ class TrainingObjective(torch.nn.Module):
         return self._gaussian_terms(outputs, present)
 
     def _vmf_terms(self, outputs, present, generator) -> dict[str, Tensor]:
-        samples = {m: VonMisesFisher(loc, kappa, validate_args=False).rsample((self.n_samples,)).transpose(0, 1)
-                   for m, (loc, kappa) in outputs.items()}
+        uses_ls = self.method == "ls_only" or self.lambda_s > 0
+        # the debiased L_S needs a second, independent sample set of the full size L
+        draws = 2 * self.n_samples if uses_ls and self.debiased_ssw else self.n_samples
+        drawn = {m: VonMisesFisher(loc, kappa, validate_args=False).rsample((draws,)).transpose(0, 1)
+                 for m, (loc, kappa) in outputs.items()}
+        samples = {m: x[:, :self.n_samples] for m, x in drawn.items()}
+        independent = {m: x[:, self.n_samples:] for m, x in drawn.items()} if draws > self.n_samples else None
         terms: dict[str, Tensor] = {}
         if self.method != "ls_only":
             terms["L_C"] = pairwise_mean(self._pairwise_contrastive(samples, present, self.contrastive))
-        if self.method == "ls_only" or self.lambda_s > 0:
-            terms["L_S"] = ssw_loss(samples, self.n_projections, present=present, debiased=self.debiased_ssw,
+        if uses_ls:
+            terms["L_S"] = ssw_loss(samples, self.n_projections, present=present, independent=independent,
                                     generator=generator)
         if self.method == "ls_only":
             terms["loss"] = terms["L_S"]

@@ -84,16 +84,20 @@ def init_distributed(device: torch.device) -> DistributedContext:
 def distributed_session(device: torch.device) -> Iterator[DistributedContext]:
     """:func:`init_distributed` for the duration of a ``with`` block, torn down on the way out.
 
-    A process group this call created is destroyed when the block ends, normally or by an
-    exception (``torch.distributed.destroy_process_group``): left alive, gloo's worker threads
-    are still running when the interpreter exits, and the process can abort with "terminate
-    called without an active exception" after its work is done. A group that already existed
-    (initialised by the caller) is left to its owner.
+    A process group this call created is destroyed when the block ends, normally (after a
+    barrier, so that no rank tears down the group while a peer still has a collective in flight)
+    or by an exception (``torch.distributed.destroy_process_group``, without the barrier, which
+    could wait forever for a failed peer). Left alive, or destroyed while a peer still
+    communicates, gloo's threads can abort the process with "terminate called without an active
+    exception" after its work is done. A group that already existed (initialised by the caller)
+    is left to its owner.
     """
     owned = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
     ctx = init_distributed(device)
     try:
         yield ctx
+        if owned:  # every rank has finished its collectives before any rank tears the group down
+            ctx.barrier()
     finally:
         if owned and dist.is_initialized():
             dist.destroy_process_group()

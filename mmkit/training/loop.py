@@ -177,7 +177,8 @@ def _fit(config: TrainConfig, data: Mapping[str, FeatureSplit], run: Run, ctx: D
     board = _board(run, start_epoch) if tensorboard and main else None
     dataset = TripletDataset(train_split)
     n = len(dataset)
-    steps_per_epoch = max(1, n // config.batch_size)  # drop the last incomplete batch
+    # an epoch is one pass (the last incomplete batch dropped) or a fixed number of steps
+    steps_per_epoch = config.steps_per_epoch or max(1, n // config.batch_size)
     bar = tqdm(total=config.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, disable=not (progress and main),
                desc=f"{config.method} seed {config.seed}", unit="step", dynamic_ncols=True)
     steps_done = 0
@@ -185,12 +186,13 @@ def _fit(config: TrainConfig, data: Mapping[str, FeatureSplit], run: Run, ctx: D
         t0 = time.perf_counter()
         epoch_seed = _epoch_seed(config.seed, epoch)
         torch.manual_seed(epoch_seed)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed))
+        batches = _epoch_batches(n, config.batch_size, steps_per_epoch, config.steps_per_epoch is not None,
+                                 torch.Generator().manual_seed(epoch_seed))
         proj_gen = torch.Generator(device=device).manual_seed(epoch_seed + 1)
         model.train()
         sums: dict[str, float] = {}
         for step in range(steps_per_epoch):
-            idx = order[step * config.batch_size:(step + 1) * config.batch_size]
+            idx = batches[step]
             optimizer.zero_grad(set_to_none=True)
             try:
                 terms = train_step(model, objective, dataset, idx, ctx, device, proj_gen)
@@ -244,6 +246,25 @@ def _fit(config: TrainConfig, data: Mapping[str, FeatureSplit], run: Run, ctx: D
     summary = run.metrics
     summary["history"] = history
     return summary
+
+
+def _epoch_batches(n: int, batch: int, steps: int, fixed_steps: bool, generator: torch.Generator) -> list[torch.Tensor]:
+    """The item indices of an epoch's ``steps`` batches.
+
+    One random permutation cut into batches of ``batch`` (the default: one pass, the last
+    incomplete batch dropped); with ``fixed_steps`` (``TrainConfig.steps_per_epoch``) as many
+    permutations as the steps need, each cut into its full batches, so that no batch repeats an
+    item even when the training set is smaller than a batch times the steps.
+    """
+    order = torch.randperm(n, generator=generator)
+    if not fixed_steps:
+        return [order[step * batch:(step + 1) * batch] for step in range(steps)]
+    per_pass = max(1, n // batch)
+    batches = [order[i * batch:(i + 1) * batch] for i in range(per_pass)]
+    while len(batches) < steps:
+        order = torch.randperm(n, generator=generator)
+        batches += [order[i * batch:(i + 1) * batch] for i in range(per_pass)]
+    return batches[:steps]
 
 
 def _require_tensorboard() -> None:

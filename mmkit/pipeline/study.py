@@ -1,0 +1,320 @@
+"""The pre-registered study "When does L_S help?" (``docs/study.md``): its grid, a runner that
+survives interruption and scales out, and the per-experiment analysis.
+
+One **run** is (experiment, level, variant, seed). :func:`run_one` builds the level's training data
+(:mod:`mmkit.data.perturb`; validation and test stay clean), trains the variant with the fixed
+settings of the protocol into a git-ignored work directory, evaluates the selected model on the
+clean splits with both distances (SSW₁ primary, μ-cosine secondary) and writes everything the
+analysis needs — metrics, per-query ranks with the query ids, κ summaries, per-item κ where the
+protocol asks for it, the perturbation record, provenance; never weights — to
+``reports/study/<experiment>/<run>.json`` (atomically). That store is committed, so a later session
+on a fresh machine, or a reviewer, re-analyses without retraining; :func:`run_grid` skips every
+run whose JSON exists with the same configuration.
+
+Execution: local processes (``jobs`` at a time, one torch thread each) or a Slurm cluster through
+submitit (``executor="slurm"``; ``"local"`` runs submitit's local executor, as the tests do).
+The runner never prints test metrics (``docs/study.md`` §7); the analysis of an experiment
+(:func:`analyse`, ``python -m mmkit study --analyse E1``) refuses an incomplete grid.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+import torch
+
+from mmkit.core.io import atomic_write_text
+from mmkit.data.bundle import FeatureSplit
+from mmkit.data.resolve import resolve_data
+from mmkit.model.config import TrainConfig
+from mmkit.model.run import Run, data_fingerprint, provenance
+from mmkit.retrieval.tasks import complete_items, evaluate_tasks
+from mmkit.training.loop import fit
+from mmkit.vocab import task_name, tasks_for_method
+
+__all__ = ["FIXED", "VARIANTS", "Experiment", "EXPERIMENTS", "RunSpec", "grid", "run_one", "run_grid",
+           "load_results", "missing_runs", "result_path", "STORE", "WORK"]
+
+#: Where the committed per-run results and the git-ignored training runs go.
+STORE = Path("reports/study")
+WORK = Path("reports/runs/study")
+#: The fixed settings of every run (docs/study.md §2: the quick preset's heads training).
+FIXED = {"epochs": 20, "batch_size": 128, "hidden": 256, "layers": 2, "threads": 1, "device": "cpu"}
+#: The methods compared (docs/study.md §3), as TrainConfig settings.
+VARIANTS = {
+    "baseline": {"method": "baseline"},
+    "proposed": {"method": "proposed", "lambda_s": 1.0},
+    "debiased": {"method": "proposed", "lambda_s": 1.0, "debiased_ssw": True},
+    "proposed-0.1": {"method": "proposed", "lambda_s": 0.1},
+}
+#: Retrieval settings of the evaluation (docs/study.md §2): SSW₁ with L = 32, T = 50, seed 0; μ-cosine.
+EVALUATION = {"distances": ("ssw", "cosine"), "n_samples": 32, "n_projections": 50, "seed": 0, "fusion": "product"}
+#: Steps per epoch of the few-pairs experiment: those of the full `small` training split (⌊1627 / 128⌋).
+E2_STEPS = 12
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment of the protocol: its levels, the variants compared, the seeds."""
+
+    name: str
+    title: str
+    number: int
+    levels: tuple
+    variants: tuple[str, ...]
+    seeds: tuple[int, ...]
+
+
+EXPERIMENTS = {e.name: e for e in (
+    Experiment("E1", "main", 1, ("clean",), ("baseline", "proposed", "debiased", "proposed-0.1"), tuple(range(10))),
+    Experiment("E2", "few pairs", 2, (100, 200, 400, 800), ("baseline", "proposed", "debiased"), tuple(range(5))),
+    Experiment("E3", "wrong pairs", 3, (0.2, 0.4), ("baseline", "proposed", "debiased"), tuple(range(5))),
+    Experiment("E4", "ambiguous captions", 4, (0.2, 0.4), ("baseline", "proposed", "debiased"), tuple(range(5))),
+    Experiment("E5", "missing modality", 5, (0.3, 0.6), ("baseline", "proposed", "debiased"), tuple(range(5))),
+    Experiment("E6", "out of distribution", 6, ("folk-to-art",), ("baseline", "proposed", "debiased"), tuple(range(5))),
+    Experiment("E7", "weak contrastive term", 7, ("pcme-b128", "pcme-b32", "infonce-b32"),
+               ("baseline", "proposed", "debiased"), tuple(range(5))),
+    Experiment("E9", "backbones end to end", 9, ("backbones",), ("baseline", "proposed"), tuple(range(5))),
+)}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of the grid. ``overrides`` replace fixed settings (for small test grids only)."""
+
+    experiment: str
+    level: object
+    variant: str
+    seed: int
+    data: str = "small"
+    overrides: tuple = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.level}-{self.variant}-s{self.seed}"
+
+    def config(self) -> TrainConfig:
+        """The TrainConfig of this run: the fixed settings, the variant's, the level's."""
+        values = {**FIXED, **VARIANTS[self.variant], "seed": self.seed}
+        if self.experiment == "E2":
+            values.update(batch_size=min(FIXED["batch_size"], int(self.level)), steps_per_epoch=E2_STEPS)
+        elif self.experiment == "E7":
+            reading, batch = str(self.level).split("-b")
+            values.update(contrastive=reading, batch_size=int(batch))
+        elif self.experiment == "E9":
+            values.update(encoder="backbones")
+        values.update(dict(self.overrides))
+        return TrainConfig.from_dict(values)
+
+
+def grid(experiments: Iterable[str], data: str = "small", overrides: Mapping | None = None,
+         seeds: Iterable[int] | None = None) -> list[RunSpec]:
+    """The runs of ``experiments`` in the protocol's order: seeds outermost, then levels, then variants,
+    so that every finished seed block is a complete paired set."""
+    out = []
+    for name in experiments:
+        if name not in EXPERIMENTS:
+            raise ValueError(f"unknown experiment {name!r}; the grid has {sorted(EXPERIMENTS)}")
+        e = EXPERIMENTS[name]
+        for seed in (e.seeds if seeds is None else seeds):
+            for level in e.levels:
+                for variant in e.variants:
+                    out.append(RunSpec(name, level, variant, seed, data, tuple(sorted((overrides or {}).items()))))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# one run
+# ----------------------------------------------------------------------------------------------
+def _splits(spec: RunSpec, data: Mapping[str, FeatureSplit]) -> tuple[dict, dict, dict]:
+    """(training data {train, val}, evaluation splits {name: split}, perturbation record)."""
+    from mmkit.data import perturb
+
+    train, val = data["train"], data["val"]
+    evals = {"val": val, "test": data["test"]}
+    record: dict = {"kind": "none"}
+    e = spec.experiment
+    if e == "E2":
+        train, record = perturb.nested_subset(train, int(spec.level), spec.seed)
+    elif e == "E3":
+        train, record = perturb.swap_captions(train, float(spec.level), spec.seed)
+    elif e == "E4":
+        train, record = perturb.ambiguous_captions(train, float(spec.level), spec.seed)
+    elif e == "E5":
+        train, record = perturb.drop_modality(train, float(spec.level), spec.seed)
+    elif e == "E6":
+        ood, record = perturb.out_of_distribution(dict(data))
+        train, val = ood["train"], ood["val"]
+        evals = {"val": val, "test": ood["test"], "test_id": ood["test_id"]}
+    return {"train": train, "val": val}, evals, record
+
+
+def _kappa_summary(kappa: torch.Tensor) -> dict:
+    k = kappa.double()
+    q = torch.quantile(k, torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95], dtype=torch.float64)).tolist()
+    return {"mean": float(k.mean()), "sd": float(k.std()) if len(k) > 1 else 0.0, "mean_log": float(k.log().mean()),
+            "q05": q[0], "q25": q[1], "q50": q[2], "q75": q[3], "q95": q[4]}
+
+
+def _round(values, digits: int = 6) -> list:
+    return [float(f"{v:.{digits}g}") for v in values]
+
+
+def _kappa(enc, split: FeatureSplit, per_item: bool) -> dict:
+    """κ summaries per modality over the items that have it (and, with ``per_item``, every item's κ)."""
+    out = {"kappa": {m: _kappa_summary(enc[m].concentration[torch.from_numpy(split.present[m].copy())])
+                     for m in enc if split.present[m].any()}}
+    if per_item:
+        out["kappa_items"] = {m: _round(enc[m].concentration.tolist(), 5) for m in enc}
+        out["present"] = {m: split.present[m].astype(int).tolist() for m in enc}
+    return out
+
+
+def _evaluate(enc, method: str, split: FeatureSplit, per_item_kappa: bool) -> dict:
+    """Both distances' metrics and per-query ranks on ``split`` (with the query rows where a task
+    uses fewer than all items), κ summaries (and per-item κ)."""
+    present = {m: torch.from_numpy(split.present[m].copy()) for m in enc}
+    out: dict = {"ids": split.ids.tolist(), "distances": {}}
+    for distance in EVALUATION["distances"]:
+        tasks = evaluate_tasks(enc, present, tasks=tasks_for_method(method), distance=distance,
+                               fusion=EVALUATION["fusion"], return_ranks=True, n_samples=EVALUATION["n_samples"],
+                               n_projections=EVALUATION["n_projections"], seed=EVALUATION["seed"])
+        per_task = {}
+        for query, target in tasks_for_method(method):
+            name = task_name(query, target)
+            if name not in tasks:
+                continue
+            entry = {k: v for k, v in tasks[name].items() if k != "ranks"}
+            entry["ranks"] = _round(tasks[name]["ranks"].tolist())
+            rows = complete_items(present, (target, *query))
+            if len(rows) != len(split):
+                entry["rows"] = rows.tolist()
+            per_task[name] = entry
+        out["distances"][distance] = per_task
+    return {**out, **_kappa(enc, split, per_item_kappa)}
+
+
+def result_path(spec: RunSpec, store: str | os.PathLike = STORE) -> Path:
+    return Path(store) / spec.experiment / f"{spec.name}.json"
+
+
+def run_one(spec: RunSpec, store: str | os.PathLike = STORE, work: str | os.PathLike = WORK,
+            cache: str | None = None) -> dict:
+    """Train, evaluate and store one run (resuming an interrupted training); returns a short status
+    (no test metrics). Skips the run when its result exists with the same configuration."""
+    torch.set_num_threads(1)
+    target = result_path(spec, store)
+    data = resolve_data(spec.data, cache_dir=cache, progress=False)
+    config = spec.config()
+    if target.is_file():
+        stored = json.loads(target.read_text())
+        if stored.get("config") == config.to_dict():
+            return {"run": spec.name, "experiment": spec.experiment, "status": "stored"}
+    started = time.time()
+    training, evals, record = _splits(spec, data)
+    out = Path(work) / spec.experiment / spec.name
+    summary = fit(config, training, out, progress=False, data_spec=None)
+    trained = time.time() - started
+    run = Run(out)
+    evaluations = {name: _evaluate(run.encode(split), config.method, split,
+                                   per_item_kappa=spec.experiment == "E6" and name != "val")
+                   for name, split in evals.items()}
+    if spec.experiment in ("E3", "E4", "E5"):  # κ of the training items as trained on: does it flag the perturbed?
+        evaluations["train"] = {"ids": training["train"].ids.tolist(),
+                                **_kappa(run.encode(training["train"]), training["train"], per_item=True)}
+    result = {
+        "experiment": spec.experiment, "level": spec.level, "variant": spec.variant, "seed": spec.seed,
+        "data": spec.data, "config": config.to_dict(), "data_sha256": data_fingerprint(data),
+        "train_sha256": data_fingerprint(training), **provenance(), "perturbation": record,
+        "best_epoch": summary["best_epoch"], "val_score": summary["val_score"],
+        "history": [{k: row[k] for k in ("epoch", "loss", "L_C", "L_S", "val_score", "kappa_audio", "kappa_image",
+                                         "kappa_text", "seconds") if k in row} for row in summary["history"]],
+        "seconds_train": round(trained, 1), "seconds_total": round(time.time() - started, 1),
+        "evaluation": EVALUATION, "splits": evaluations,
+    }
+    # compact: one line per run (per-query ranks make an indented file long); sorted keys: stable diffs
+    atomic_write_text(target, json.dumps(result, separators=(",", ":"), sort_keys=True) + "\n")
+    return {"run": spec.name, "experiment": spec.experiment, "status": "done", "seconds": result["seconds_total"],
+            "val_score": summary["val_score"]}
+
+
+def _run_star(args) -> dict:
+    return run_one(*args)
+
+
+def run_grid(specs: list[RunSpec], store: str | os.PathLike = STORE, work: str | os.PathLike = WORK,
+             jobs: int = 2, executor: str = "processes", cache: str | None = None, log=print,
+             slurm: Mapping | None = None) -> list[dict]:
+    """Run every spec not yet stored: ``executor`` = "processes" (``jobs`` local processes),
+    "slurm" or "local" (submitit; ``slurm`` holds extra submitit parameters, e.g. partition)."""
+    todo = [s for s in specs if not _is_stored(s, store, cache)]
+    log(f"study: {len(specs)} runs in the grid, {len(specs) - len(todo)} stored, {len(todo)} to run "
+        f"({executor}, {jobs} at a time)")
+    if not todo:
+        return []
+    args = [(s, str(store), str(work), cache) for s in todo]
+    results = []
+    if executor == "processes":
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(_run_star, a): a[0] for a in args}
+            for k, future in enumerate(as_completed(futures), 1):
+                spec = futures[future]
+                try:
+                    status = future.result()
+                except Exception as exc:  # noqa: BLE001 - a failed run is reported, the grid goes on
+                    status = {"run": spec.name, "experiment": spec.experiment, "status": f"failed: {exc!r}"}
+                results.append(status)
+                log(f"[{k}/{len(todo)}] {spec.experiment}/{spec.name}: {status['status']}"
+                    + (f" ({status['seconds']:.0f} s, val mean MRR {status['val_score']:.3f})" if "seconds" in status else ""))
+        return results
+    if executor not in ("slurm", "local"):
+        raise ValueError(f"executor must be 'processes', 'slurm' or 'local', got {executor!r}")
+    import submitit
+
+    ex = submitit.AutoExecutor(folder=str(Path(work) / "submitit"), cluster=executor)
+    ex.update_parameters(timeout_min=120, cpus_per_task=1, **({"slurm_array_parallelism": jobs} if executor == "slurm" else {}),
+                         **dict(slurm or {}))
+    submitted = ex.map_array(run_one, [a[0] for a in args], [a[1] for a in args], [a[2] for a in args],
+                             [a[3] for a in args])
+    for spec, job in zip(todo, submitted):
+        try:
+            status = job.result()
+        except Exception as exc:  # noqa: BLE001
+            status = {"run": spec.name, "experiment": spec.experiment, "status": f"failed: {exc!r}"}
+        results.append(status)
+        log(f"{spec.experiment}/{spec.name}: {status['status']}")
+    return results
+
+
+def _is_stored(spec: RunSpec, store, cache) -> bool:
+    path = result_path(spec, store)
+    if not path.is_file():
+        return False
+    try:
+        stored = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return False
+    # the configuration does not depend on the data except through E2's subset size
+    return stored.get("config") == spec.config().to_dict()
+
+
+def load_results(experiment: str, store: str | os.PathLike = STORE) -> list[dict]:
+    """Every stored run of ``experiment``."""
+    folder = Path(store) / experiment
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+
+
+def missing_runs(experiment: str, store: str | os.PathLike = STORE, data: str = "small",
+                 overrides: Mapping | None = None, seeds: Iterable[int] | None = None) -> list[str]:
+    """Names of the runs of ``experiment``'s grid that are not stored yet."""
+    return [s.name for s in grid([experiment], data, overrides, seeds) if not result_path(s, store).is_file()]
+
+
