@@ -109,10 +109,10 @@ def _study(args) -> int:
 
     names = args.experiments or list(EXPERIMENTS)
     if args.analyse:
-        from mmkit.pipeline.study_analysis import analyse
+        from mmkit.pipeline.study import report
 
         for name in names:
-            for line in analyse(name, store=args.store, tables_dir=args.tables_dir, figures_dir=args.figures_dir):
+            for line in report(name, store=args.store, tables_dir=args.tables_dir, figures_dir=args.figures_dir):
                 print(line)
         return 0
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None

@@ -17,6 +17,9 @@ TINY_PARAMETERS = {
     "05_runtime.ipynb": {"batch": 8, "backbone_batch": 4, "steps": 1, "repeats": 2},
     "06_sphere.ipynb": {"epochs": 2, "max_items": 10, "n_samples": 4, "plotly_formats": "html"},  # projects the 02 run
     "07_retrieval_demo.ipynb": {"epochs": 2, "distance": "kl", "k": 5},  # trains its quick pair (empty runs)
+    # one seed of E1 with tiny training settings (a check of the driver, not study results)
+    "08_when_ls_helps.ipynb": {"experiments": '["E1"]', "seeds": "0", "jobs": 1, "analyse": False,
+                               "overrides": '{"epochs": 1, "batch_size": 16, "hidden": 16, "layers": 1, "n_samples": 4}'},
 }
 
 
@@ -61,6 +64,16 @@ def test_notebooks_execute(tiny, tmp_path):
     _run(by_name["07_retrieval_demo.ipynb"], {"data": data, "train_dir": str(demo),
                                               **TINY_PARAMETERS["07_retrieval_demo.ipynb"]}, tmp_path)
     assert all((demo / m / "best.pt").is_file() for m in ("proposed", "baseline"))
+
+
+def test_the_study_notebook_runs_and_stores_its_runs(tiny, tmp_path):
+    data = str(Path(tiny["data"]["train"].root))
+    path = next(p for p in NOTEBOOKS if p.name == "08_when_ls_helps.ipynb")
+    store = tmp_path / "store"
+    _run(path, {"data": data, "store": str(store), "work": str(tmp_path / "work"), "tables_dir": str(tmp_path / "t"),
+                "figures_dir": str(tmp_path / "f"), **TINY_PARAMETERS[path.name]}, tmp_path)
+    assert sorted(p.name for p in (store / "E1").glob("*.json")) == [
+        "clean-baseline-s0.json", "clean-debiased-s0.json", "clean-proposed-0.1-s0.json", "clean-proposed-s0.json"]
 
 
 def test_parameter_validation(tmp_path):

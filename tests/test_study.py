@@ -59,6 +59,11 @@ def test_runs_are_stored_complete_and_skipped_once_done(tiny, tmp_path, capsys):
         assert "git_commit" in r and len(r["data_sha256"]) == 64 and r["train_sha256"] != r["data_sha256"]
     again = run_grid(specs, store=tmp_path / "store", work=tmp_path / "work", jobs=2, log=lines.append)
     assert again == [] and "2 stored, 0 to run" in lines[-1]
+    e1 = grid(["E1"], data=data, overrides=SMALL, seeds=[0])[0]
+    run_grid([e1], store=tmp_path / "store", work=tmp_path / "work", jobs=1, log=lines.append)
+    clean = load_results("E1", tmp_path / "store")[0]["splits"]
+    assert sorted(clean) == ["test", "train", "val"] and "kappa_items" not in clean["train"]  # κ summaries only
+    assert set(clean["train"]["kappa"]) == {"audio", "image", "text"}
     assert missing_runs("E3", tmp_path / "store", data=data, overrides=SMALL, seeds=[0]) == \
         ["0.2-baseline-s0", "0.2-proposed-s0", "0.2-debiased-s0", "0.4-proposed-s0"]
 

@@ -29,6 +29,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import torch
 
+from mmkit.analysis.study import EXPERIMENTS, VARIANTS, load_results
 from mmkit.core.io import atomic_write_text
 from mmkit.data.bundle import FeatureSplit
 from mmkit.data.resolve import resolve_data
@@ -38,50 +39,18 @@ from mmkit.retrieval.tasks import complete_items, evaluate_tasks
 from mmkit.training.loop import fit
 from mmkit.vocab import task_name, tasks_for_method
 
-__all__ = ["FIXED", "VARIANTS", "Experiment", "EXPERIMENTS", "RunSpec", "grid", "run_one", "run_grid",
-           "load_results", "missing_runs", "result_path", "STORE", "WORK"]
+__all__ = ["FIXED", "EXPERIMENTS", "RunSpec", "grid", "run_one", "run_grid", "load_results", "missing_runs",
+           "result_path", "report", "STORE", "WORK"]
 
 #: Where the committed per-run results and the git-ignored training runs go.
 STORE = Path("reports/study")
 WORK = Path("reports/runs/study")
 #: The fixed settings of every run (docs/study.md §2: the quick preset's heads training).
 FIXED = {"epochs": 20, "batch_size": 128, "hidden": 256, "layers": 2, "threads": 1, "device": "cpu"}
-#: The methods compared (docs/study.md §3), as TrainConfig settings.
-VARIANTS = {
-    "baseline": {"method": "baseline"},
-    "proposed": {"method": "proposed", "lambda_s": 1.0},
-    "debiased": {"method": "proposed", "lambda_s": 1.0, "debiased_ssw": True},
-    "proposed-0.1": {"method": "proposed", "lambda_s": 0.1},
-}
 #: Retrieval settings of the evaluation (docs/study.md §2): SSW₁ with L = 32, T = 50, seed 0; μ-cosine.
 EVALUATION = {"distances": ("ssw", "cosine"), "n_samples": 32, "n_projections": 50, "seed": 0, "fusion": "product"}
 #: Steps per epoch of the few-pairs experiment: those of the full `small` training split (⌊1627 / 128⌋).
 E2_STEPS = 12
-
-
-@dataclass(frozen=True)
-class Experiment:
-    """One experiment of the protocol: its levels, the variants compared, the seeds."""
-
-    name: str
-    title: str
-    number: int
-    levels: tuple
-    variants: tuple[str, ...]
-    seeds: tuple[int, ...]
-
-
-EXPERIMENTS = {e.name: e for e in (
-    Experiment("E1", "main", 1, ("clean",), ("baseline", "proposed", "debiased", "proposed-0.1"), tuple(range(10))),
-    Experiment("E2", "few pairs", 2, (100, 200, 400, 800), ("baseline", "proposed", "debiased"), tuple(range(5))),
-    Experiment("E3", "wrong pairs", 3, (0.2, 0.4), ("baseline", "proposed", "debiased"), tuple(range(5))),
-    Experiment("E4", "ambiguous captions", 4, (0.2, 0.4), ("baseline", "proposed", "debiased"), tuple(range(5))),
-    Experiment("E5", "missing modality", 5, (0.3, 0.6), ("baseline", "proposed", "debiased"), tuple(range(5))),
-    Experiment("E6", "out of distribution", 6, ("folk-to-art",), ("baseline", "proposed", "debiased"), tuple(range(5))),
-    Experiment("E7", "weak contrastive term", 7, ("pcme-b128", "pcme-b32", "infonce-b32"),
-               ("baseline", "proposed", "debiased"), tuple(range(5))),
-    Experiment("E9", "backbones end to end", 9, ("backbones",), ("baseline", "proposed"), tuple(range(5))),
-)}
 
 
 @dataclass(frozen=True)
@@ -225,9 +194,10 @@ def run_one(spec: RunSpec, store: str | os.PathLike = STORE, work: str | os.Path
     evaluations = {name: _evaluate(run.encode(split), config.method, split,
                                    per_item_kappa=spec.experiment == "E6" and name != "val")
                    for name, split in evals.items()}
-    if spec.experiment in ("E3", "E4", "E5"):  # κ of the training items as trained on: does it flag the perturbed?
-        evaluations["train"] = {"ids": training["train"].ids.tolist(),
-                                **_kappa(run.encode(training["train"]), training["train"], per_item=True)}
+    # κ of the training items as trained on (H3); per item in E3–E5: does it flag the perturbed ones?
+    per_item = spec.experiment in ("E3", "E4", "E5")
+    evaluations["train"] = {**({"ids": training["train"].ids.tolist()} if per_item else {}),
+                            **_kappa(run.encode(training["train"]), training["train"], per_item=per_item)}
     result = {
         "experiment": spec.experiment, "level": spec.level, "variant": spec.variant, "seed": spec.seed,
         "data": spec.data, "config": config.to_dict(), "data_sha256": data_fingerprint(data),
@@ -306,10 +276,29 @@ def _is_stored(spec: RunSpec, store, cache) -> bool:
     return stored.get("config") == spec.config().to_dict()
 
 
-def load_results(experiment: str, store: str | os.PathLike = STORE) -> list[dict]:
-    """Every stored run of ``experiment``."""
-    folder = Path(store) / experiment
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+def report(experiment: str, store: str | os.PathLike = STORE, tables_dir: str | os.PathLike = "reports/tables",
+           figures_dir: str | os.PathLike = "reports/figures", n_resamples: int | None = None) -> list[str]:
+    """Analyse a complete experiment (:func:`mmkit.analysis.study.analyse`: rows of
+    ``study_summary.csv`` and ``study_kappa.csv``) and redraw the study figures from those tables
+    (every experiment analysed so far). Returns the lines to print."""
+    import csv
+
+    from mmkit.analysis.study import analyse
+    from mmkit.viz.study import kappa_auroc_figure, study_differences_figure
+    from mmkit.viz.style import export
+
+    lines = list(analyse(experiment, store, tables_dir, **({"n_resamples": n_resamples} if n_resamples else {})))
+    tables = Path(tables_dir)
+    for name, draw in (("study_summary", study_differences_figure), ("study_kappa", kappa_auroc_figure)):
+        path = tables / f"{name}.csv"
+        if path.is_file():
+            with open(path, newline="") as fh:
+                rows = list(csv.DictReader(fh))
+            if rows:
+                figure = {"study_summary": "study_differences", "study_kappa": "study_kappa_auroc"}[name]
+                written = export(draw(rows), Path(figures_dir) / figure)
+                lines.append(f"figure: {', '.join(str(p) for p in written)}")
+    return lines
 
 
 def missing_runs(experiment: str, store: str | os.PathLike = STORE, data: str = "small",

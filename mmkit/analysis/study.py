@@ -1,0 +1,291 @@
+"""The study "When does L_S help?" (``docs/study.md``): its grid and the analysis of its stored runs.
+
+The grid (:data:`EXPERIMENTS`, :data:`VARIANTS`) is defined here and run by
+:mod:`mmkit.pipeline.study`, which stores one JSON per run in ``reports/study/<experiment>/``.
+:func:`analyse` turns a complete experiment into verdicts, exactly as §6 of the protocol says:
+
+* per (level, variant, task): the variant minus Baseline in per-query test scores (MRR's
+  reciprocal ranks, R@10's hits), paired by training seed and query item, by the two-level
+  bootstrap of :func:`mmkit.analysis.statistics.hierarchical_bootstrap`, the same bootstrap seed for
+  every comparison (common random numbers);
+* Holm (1979) over each family: one experiment's tests of one (metric, distance); the primary
+  family is MRR under SSW₁;
+* equivalence by TOST against the margins fixed in advance (±0.02 MRR, ±3 R@10 points), its
+  p-values Holm-adjusted over the same family;
+* the verdict: **equivalent** if the adjusted TOST p < 0.05, else **gain** / **harm** if the
+  adjusted p < 0.05, else **inconclusive**, reported with its minimum detectable effect at the
+  strictest Holm step;
+* ``mean9``, the difference of the mean over the nine tasks, outside the Holm families, feeds the
+  decision pattern of each (level, variant);
+* κ: AUROC of 1/κ for flagging the perturbed training items (E3–E5) or the out-of-distribution
+  test items (E6), per seed, for each variant against Baseline's.
+
+Rows go to ``reports/tables/study_summary.csv`` (one file for all experiments; an experiment's
+rows are replaced when it is analysed again, which must reproduce the same numbers).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from scipy import stats
+
+from mmkit.analysis.statistics import equivalence, hierarchical_bootstrap, holm, per_query_scores
+from mmkit.core.io import atomic_write_text
+from mmkit.vocab import PAPER_TASKS, task_name
+
+__all__ = ["Experiment", "EXPERIMENTS", "VARIANTS", "MARGINS", "FAMILIES", "SUMMARY_COLUMNS", "load_results",
+           "incomplete", "analyse", "compare_experiment", "kappa_auroc", "decision"]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment of the protocol: its levels, the variants compared, the seeds."""
+
+    name: str
+    title: str
+    number: int
+    levels: tuple
+    variants: tuple[str, ...]
+    seeds: tuple[int, ...]
+
+
+#: The methods compared (docs/study.md §3), as TrainConfig settings; every comparison is against "baseline".
+VARIANTS = {
+    "baseline": {"method": "baseline"},
+    "proposed": {"method": "proposed", "lambda_s": 1.0},
+    "debiased": {"method": "proposed", "lambda_s": 1.0, "debiased_ssw": True},
+    "proposed-0.1": {"method": "proposed", "lambda_s": 0.1},
+}
+EXPERIMENTS = {e.name: e for e in (
+    Experiment("E1", "main", 1, ("clean",), ("baseline", "proposed", "debiased", "proposed-0.1"), tuple(range(10))),
+    Experiment("E2", "few pairs", 2, (100, 200, 400, 800), ("baseline", "proposed", "debiased"), tuple(range(5))),
+    Experiment("E3", "wrong pairs", 3, (0.2, 0.4), ("baseline", "proposed", "debiased"), tuple(range(5))),
+    Experiment("E4", "ambiguous captions", 4, (0.2, 0.4), ("baseline", "proposed", "debiased"), tuple(range(5))),
+    Experiment("E5", "missing modality", 5, (0.3, 0.6), ("baseline", "proposed", "debiased"), tuple(range(5))),
+    Experiment("E6", "out of distribution", 6, ("folk-to-art",), ("baseline", "proposed", "debiased"), tuple(range(5))),
+    Experiment("E7", "weak contrastive term", 7, ("pcme-b128", "pcme-b32", "infonce-b32"),
+               ("baseline", "proposed", "debiased"), tuple(range(5))),
+    Experiment("E9", "backbones end to end", 9, ("backbones",), ("baseline", "proposed"), tuple(range(5))),
+)}
+#: Equivalence margins, fixed in advance (docs/study.md §6).
+MARGINS = {"MRR": 0.02, "R@10": 3.0}
+#: The Holm families of an experiment: (metric, distance); the first is the primary one.
+FAMILIES = (("MRR", "ssw"), ("R@10", "ssw"), ("MRR", "cosine"), ("R@10", "cosine"))
+SUMMARY_COLUMNS = ["experiment", "level", "method", "task", "metric", "difference", "ci_low", "ci_high", "p_holm",
+                   "verdict", "n_seeds", "distance", "family", "p", "ci90_low", "ci90_high", "p_tost_holm", "mde"]
+BOOTSTRAP = {"n_resamples": 20_000, "seed": 20261201}
+ALPHA = 0.05
+TASKS = tuple(task_name(q, t) for q, t in PAPER_TASKS)
+
+
+def load_results(experiment: str, store: str | os.PathLike) -> list[dict]:
+    """Every stored run of ``experiment`` (``<store>/<experiment>/*.json``)."""
+    folder = Path(store) / experiment
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+
+
+def _key(level) -> str:
+    return str(level)
+
+
+def incomplete(experiment: str, results: list[dict]) -> list[str]:
+    """The (level, variant, seed) cells of the protocol's grid that have no stored run."""
+    e = EXPERIMENTS[experiment]
+    have = {(_key(r["level"]), r["variant"], r["seed"]) for r in results}
+    return [f"{level}-{v}-s{s}" for s in e.seeds for level in e.levels for v in e.variants
+            if (_key(level), v, s) not in have]
+
+
+def _scores(run: dict, split: str, distance: str, task: str, metric: str) -> tuple[list[str], np.ndarray]:
+    """(query ids, per-query scores) of one task of one run."""
+    part = run["splits"][split]
+    entry = part["distances"][distance][task]
+    rows = entry.get("rows", range(len(part["ids"])))
+    ids = [part["ids"][r] for r in rows]
+    return ids, per_query_scores(np.asarray(entry["ranks"], dtype=np.float64), metric)
+
+
+def _paired(runs_a: dict[int, dict], runs_b: dict[int, dict], split: str, distance: str, task: str,
+            metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(S, Q) arrays of the two variants' per-query scores, seeds sorted, queries aligned by id."""
+    seeds = sorted(runs_a)
+    if seeds != sorted(runs_b):
+        raise ValueError(f"the two variants have different seeds: {seeds} vs {sorted(runs_b)}")
+    a_rows, b_rows, ids0 = [], [], None
+    for s in seeds:
+        ids_a, sa = _scores(runs_a[s], split, distance, task, metric)
+        ids_b, sb = _scores(runs_b[s], split, distance, task, metric)
+        if ids_a != ids_b or (ids0 is not None and ids_a != ids0):
+            raise ValueError(f"{task}: the runs were evaluated on different query items (seed {s})")
+        ids0 = ids_a
+        a_rows.append(sa)
+        b_rows.append(sb)
+    return np.stack(a_rows), np.stack(b_rows)
+
+
+def _mde(se: float, family_size: int, power: float = 0.8) -> float:
+    """(z_{1 - alpha / (2 k)} + z_power) * se: the effect detected with 80 % power at the strictest Holm step."""
+    return float((stats.norm.ppf(1 - ALPHA / (2 * family_size)) + stats.norm.ppf(power)) * se)
+
+
+def compare_experiment(experiment: str, results: list[dict], split: str = "test",
+                       n_resamples: int = BOOTSTRAP["n_resamples"], families=FAMILIES) -> list[dict]:
+    """Every comparison of ``experiment`` (variants against Baseline, per level, task, metric and
+    distance), with Holm-adjusted p-values, TOST and verdicts per family; plus the ``mean9`` rows."""
+    e = EXPERIMENTS[experiment]
+    by = {}
+    for r in results:
+        by.setdefault((_key(r["level"]), r["variant"]), {})[r["seed"]] = r
+    rows = []
+    for metric, distance in families:
+        family, nine = [], []
+        for level in e.levels:
+            base = by[(_key(level), "baseline")]
+            for variant in e.variants:
+                if variant == "baseline":
+                    continue
+                other = by[(_key(level), variant)]
+                sums = None
+                for task in TASKS:
+                    a, b = _paired(other, base, split, distance, task, metric)
+                    res = hierarchical_bootstrap(a, b, n_resamples=n_resamples, seed=BOOTSTRAP["seed"])
+                    family.append((level, variant, task, res))
+                    sums = (a, b) if sums is None else (sums[0] + a, sums[1] + b)
+                res9 = hierarchical_bootstrap(sums[0] / len(TASKS), sums[1] / len(TASKS), n_resamples=n_resamples,
+                                              seed=BOOTSTRAP["seed"])
+                nine.append((level, variant, "mean9", res9))
+        margin = MARGINS[metric]
+        p_holm = holm([res.p_value for *_, res in family])
+        tost = [equivalence(res, margin) for *_, res in family]
+        p_tost_holm = holm([t["p_tost"] for t in tost])
+        for (level, variant, task, res), ph, pt in zip(family, p_holm, p_tost_holm):
+            rows.append(_row(experiment, level, variant, task, metric, distance, res, float(ph), float(pt),
+                             _verdict(res.difference, float(ph), float(pt)), _mde(res.se, len(family))))
+        for level, variant, task, res in nine:
+            tost9 = equivalence(res, margin)
+            rows.append(_row(experiment, level, variant, task, metric, distance, res, math.nan,
+                             float(tost9["p_tost"]), "", _mde(res.se, 1)))
+    return rows
+
+
+def _verdict(difference: float, p_holm: float, p_tost_holm: float) -> str:
+    """docs/study.md §6: the first rule that applies decides."""
+    if p_tost_holm < ALPHA:
+        return "equivalent"
+    if p_holm < ALPHA:
+        return "gain" if difference > 0 else "harm"
+    return "inconclusive"
+
+
+def _row(experiment, level, variant, task, metric, distance, res, p_holm, p_tost_holm, verdict, mde) -> dict:
+    return {"experiment": experiment, "level": _key(level), "method": variant, "task": task, "metric": metric,
+            "difference": res.difference, "ci_low": res.ci_low, "ci_high": res.ci_high, "p_holm": p_holm,
+            "verdict": verdict, "n_seeds": res.n_seeds, "distance": distance,
+            "family": "primary" if (metric, distance) == FAMILIES[0] else "secondary", "p": res.p_value,
+            "ci90_low": res.ci90_low, "ci90_high": res.ci90_high, "p_tost_holm": p_tost_holm, "mde": mde}
+
+
+def decision(rows: list[dict], level, variant: str) -> str:
+    """The protocol's pattern for one (level, variant) from its nine primary verdicts and mean9."""
+    primary = [r for r in rows if r["family"] == "primary" and r["level"] == _key(level) and r["method"] == variant]
+    verdicts = [r["verdict"] for r in primary if r["task"] != "mean9"]
+    nine = next(r for r in primary if r["task"] == "mean9")
+    gains, harms, equal = verdicts.count("gain"), verdicts.count("harm"), verdicts.count("equivalent")
+    if gains >= 3 and not harms and nine["ci_low"] > 0:
+        return "L_S helps"
+    if harms >= 3 and not gains and nine["ci_high"] < 0:
+        return "L_S hurts"
+    if equal >= 7 and not gains and not harms and -MARGINS["MRR"] < nine["ci90_low"] and nine["ci90_high"] < MARGINS["MRR"]:
+        return "no practical difference"
+    if gains and harms:
+        return "mixed"
+    return "undetermined"
+
+
+def kappa_auroc(results: list[dict]) -> list[dict]:
+    """Per run: AUROC of 1/κ (mean over the item's present modalities, and per modality) for flagging
+    the perturbed training items (E3–E5; positives = perturbed) or the out-of-distribution test items
+    (E6; positives = OOD, negatives = in-distribution). Mann-Whitney with average ranks for ties."""
+    out = []
+    for r in results:
+        if r["experiment"] in ("E3", "E4", "E5"):
+            part = r["splits"]["train"]
+            flagged = set(r["perturbation"]["items"])
+            labels = np.array([i in flagged for i in part["ids"]])
+            kappa, present = part["kappa_items"], part["present"]
+        elif r["experiment"] == "E6":
+            ood, ind = r["splits"]["test"], r["splits"]["test_id"]
+            labels = np.array([True] * len(ood["ids"]) + [False] * len(ind["ids"]))
+            kappa = {m: ood["kappa_items"][m] + ind["kappa_items"][m] for m in ood["kappa_items"]}
+            present = {m: ood["present"][m] + ind["present"][m] for m in ood["present"]}
+        else:
+            continue
+        k = {m: np.asarray(v, dtype=np.float64) for m, v in kappa.items()}
+        p = {m: np.asarray(v, dtype=bool) for m, v in present.items()}
+        inv = np.stack([np.where(p[m], 1.0 / k[m], np.nan) for m in k])
+        score = np.nanmean(inv, axis=0)
+        entry = {"experiment": r["experiment"], "level": _key(r["level"]), "method": r["variant"], "seed": r["seed"],
+                 "auroc_mean": _auroc(score, labels)}
+        for m in k:
+            entry[f"auroc_{m}"] = _auroc(1.0 / k[m][p[m]], labels[p[m]])
+        out.append(entry)
+    return out
+
+
+def _auroc(score: np.ndarray, labels: np.ndarray) -> float:
+    """P(score of a positive > score of a negative) + ties / 2, by the Mann-Whitney U statistic."""
+    pos, neg = int(labels.sum()), int((~labels).sum())
+    if not pos or not neg:
+        return math.nan
+    ranks = stats.rankdata(score)
+    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def _write_csv(path: Path, rows: list[dict], columns: list[str], replace_experiment: str) -> None:
+    kept = []
+    if path.is_file():
+        with open(path, newline="") as fh:
+            kept = [r for r in csv.DictReader(fh) if r["experiment"] != replace_experiment]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for row in kept + [{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows]:
+        writer.writerow(row)
+    atomic_write_text(path, buf.getvalue())
+
+
+def analyse(experiment: str, store: str | os.PathLike = "reports/study", tables_dir: str | os.PathLike = "reports/tables",
+            n_resamples: int = BOOTSTRAP["n_resamples"]) -> Iterable[str]:
+    """Analyse one complete experiment: write its rows of ``study_summary.csv`` (and κ AUROCs to
+    ``study_kappa.csv``) and yield a line per (level, variant) with its decision pattern."""
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {experiment!r}; the grid has {sorted(EXPERIMENTS)}")
+    results = load_results(experiment, store)
+    missing = incomplete(experiment, results)
+    if missing:
+        raise ValueError(f"{experiment} is incomplete ({len(missing)} of its runs are not stored, e.g. {missing[:3]}); "
+                         "the protocol analyses an experiment once, after all its runs (python -m mmkit study "
+                         f"{experiment})")
+    rows = compare_experiment(experiment, results, n_resamples=n_resamples)
+    tables = Path(tables_dir)
+    _write_csv(tables / "study_summary.csv", rows, SUMMARY_COLUMNS, experiment)
+    kappa = kappa_auroc(results)
+    if kappa:
+        _write_csv(tables / "study_kappa.csv", kappa, list(kappa[0]), experiment)
+    e = EXPERIMENTS[experiment]
+    yield f"{experiment} ({e.title}): {len(results)} runs, {len(rows)} comparison rows -> {tables / 'study_summary.csv'}"
+    for level in e.levels:
+        for variant in e.variants:
+            if variant != "baseline":
+                nine = next(r for r in rows if r["family"] == "primary" and r["level"] == _key(level)
+                            and r["method"] == variant and r["task"] == "mean9")
+                yield (f"  {level} {variant}: {decision(rows, level, variant)} (mean9 ΔMRR {nine['difference']:+.4f}, "
+                       f"95 % CI [{nine['ci_low']:+.4f}, {nine['ci_high']:+.4f}])")
