@@ -1,10 +1,12 @@
 """Use a trained run on new material: encode audio files, score files and text to (mu, kappa),
 search a gallery with them, and export gallery embeddings for other tools.
 
-Inputs go through the same feature extraction as the embedded dataset: audio is loaded with
-librosa (resampled to 16 kHz mono, first 8 s); a score file (MusicXML, MIDI, ABC, kern, ... —
-anything music21 parses) is cut to its first bars and engraved as in the dataset (and can be
-rendered to audio too); text is embedded with MiniLM.
+Inputs go through the same code as ``build-data --from`` (:mod:`mmkit.data.media`), so a file
+gets exactly the features a bundle built from it holds: audio is loaded with librosa (resampled
+to 16 kHz mono, first 8 s, peak-normalised, 16-bit); a score image is fitted to the dataset's
+shape; a score file (MusicXML, MIDI, ABC, kern, ... — anything music21 parses) is cut to its
+first bars and engraved as in the dataset (and can be rendered to audio too); text is embedded
+with MiniLM.
 """
 from __future__ import annotations
 
@@ -18,37 +20,33 @@ import torch
 from mmkit.core.io import atomic_write
 from mmkit.model.encoders import MultimodalEncoder
 
-__all__ = ["features_from_audio_file", "features_from_score_file", "features_from_text", "encode_features",
-           "export_embeddings"]
+__all__ = ["features_from_audio_file", "features_from_image_file", "features_from_score_file", "features_from_text",
+           "features_from_file", "encode_features", "encode_files", "export_embeddings"]
 
 
 def features_from_audio_file(path: str | os.PathLike) -> np.ndarray:
-    """(270,) audio features of an audio file (any format libsndfile/audioread reads)."""
-    import librosa
+    """(270,) audio features of an audio file (any format librosa reads): exactly the features a
+    bundle built from it holds (:func:`mmkit.data.media.audio_file_features`: first 8 s at 16 kHz
+    mono, peak-normalised, stored as 16-bit as in the embedded dataset). Raises
+    :class:`mmkit.data.media.MediaError` for a silent or unreadable file."""
+    from mmkit.data.media import audio_file_features
 
-    from mmkit.data.features import audio_features
-    from mmkit.data.render import AUDIO_SECONDS, SAMPLE_RATE
-
-    audio, _ = librosa.load(str(path), sr=SAMPLE_RATE, mono=True, duration=AUDIO_SECONDS)
-    audio = np.pad(audio, (0, max(0, int(SAMPLE_RATE * AUDIO_SECONDS) - len(audio)))).astype(np.float32)
-    peak = float(np.abs(audio).max())
-    if peak == 0:
-        raise ValueError(f"{path}: the audio is silent")
-    return audio_features(audio * (0.9 / peak), SAMPLE_RATE)[0]
+    return audio_file_features(path)
 
 
-def features_from_score_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """``{"image": (1090,), "audio": (270,)}`` features of a score file, via the dataset pipeline."""
-    from music21 import converter
+def features_from_image_file(path: str | os.PathLike) -> np.ndarray:
+    """(1090,) image features of a PNG/JPEG score image, as a bundle built from it holds them."""
+    from mmkit.data.media import image_file_features
 
-    from mmkit.data.corpus import cut_excerpt
-    from mmkit.data.features import audio_features, image_features
-    from mmkit.data.render import SAMPLE_RATE, engrave_svg, midi_bytes, rasterize, synthesize
+    return image_file_features(path)
 
-    excerpt = cut_excerpt(converter.parse(str(path)))
-    image = rasterize(engrave_svg(excerpt))
-    audio = synthesize(midi_bytes(excerpt)[0])
-    return {"image": image_features(image), "audio": audio_features(audio, SAMPLE_RATE)[0]}
+
+def features_from_score_file(path: str | os.PathLike, audio: bool = True) -> dict[str, np.ndarray]:
+    """``{"image": (1090,), "audio": (270,)}`` features of a symbolic score file (MusicXML, MIDI, ABC,
+    kern, ...): cut to its first bars, engraved and rendered as in the embedded dataset."""
+    from mmkit.data.media import score_file_features
+
+    return score_file_features(path, audio=audio)
 
 
 def features_from_text(texts: Sequence[str]) -> np.ndarray:
@@ -56,6 +54,40 @@ def features_from_text(texts: Sequence[str]) -> np.ndarray:
     from mmkit.data.text_embed import embed_texts
 
     return embed_texts(list(texts))
+
+
+def features_from_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """``{modality: features}`` of one new file, by its suffix: a score image (PNG/JPEG) -> image; a
+    symbolic score -> image and its rendered audio; a ``.txt`` -> text (its content); anything
+    else -> audio (decoded by librosa)."""
+    from mmkit.data.items import IMAGE_SUFFIXES, SYMBOLIC_SUFFIXES
+
+    suffix = Path(path).suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return {"image": features_from_image_file(path)}
+    if suffix in SYMBOLIC_SUFFIXES:
+        return features_from_score_file(path)
+    if suffix == ".txt":
+        return {"text": features_from_text([Path(path).read_text(encoding="utf-8-sig").strip()])[0]}
+    return {"audio": features_from_audio_file(path)}
+
+
+def encode_files(model: MultimodalEncoder, paths: Sequence[str | os.PathLike],
+                 modality: str | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Encode new files against a trained model (e.g. one trained on your own bundle).
+
+    Each file goes through :func:`features_from_file` (the features of ``build-data --from``);
+    returns ``{modality: (loc (n, d), kappa (n,))}`` over the files that have it, in order. With
+    ``modality`` only that one is kept (a score file then gives just its image, or its audio).
+    """
+    feats: dict[str, list[np.ndarray]] = {}
+    for path in paths:
+        for m, x in features_from_file(path).items():
+            if modality is None or m == modality:
+                feats.setdefault(m, []).append(x)
+    if modality is not None and modality not in feats:
+        raise ValueError(f"none of the files gives {modality!r} features")
+    return {m: encode_features(model, m, np.stack(xs)) for m, xs in feats.items()}
 
 
 @torch.no_grad()

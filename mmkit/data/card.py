@@ -1,5 +1,8 @@
 """The dataset card: a Markdown summary of a built dataset (items per collection and split,
-caption diversity, examples). Written by :func:`mmkit.data.build.build_dataset`."""
+caption diversity, examples). Written by :func:`mmkit.data.build.build_dataset` for the embedded
+dataset, and for a user's data by :func:`mmkit.data.media.build_from_media` (``kind: "media"``)
+and :func:`mmkit.data.imports.import_features` (``kind: "embeddings"``): items and modalities per
+split, and every skipped row with its reason."""
 from __future__ import annotations
 
 import os
@@ -24,7 +27,11 @@ def caption_diversity(captions: list[str]) -> dict:
 
 
 def write_dataset_card(path: str | os.PathLike, summary: dict) -> None:
-    """Markdown dataset card from a :func:`mmkit.data.build.build_dataset` summary."""
+    """Markdown dataset card from a build summary (the embedded dataset's, or a user's: ``summary["kind"]``
+    ``"media"`` or ``"embeddings"``)."""
+    if summary.get("kind") in ("media", "embeddings"):
+        atomic_write_text(path, "\n".join(_user_card_lines(summary)) + "\n")
+        return
     all_div = caption_diversity(summary["captions"])
     test_div = caption_diversity(summary["test_captions"])
     collections = sorted({c for per in summary["per_collection"].values() for c in per})
@@ -53,3 +60,58 @@ def write_dataset_card(path: str | os.PathLike, summary: dict) -> None:
     for ex in summary["examples"]:
         lines.append(f"- `{ex['id']}` ({ex['collection']}): {ex['caption']}")
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _user_card_lines(summary: dict) -> list[str]:
+    """The card of a bundle built from a user's media or imported from their embeddings."""
+    media = summary["kind"] == "media"
+    lines = [f"# Dataset card: `{summary['name']}`", "",
+             ("Built from a folder of media by `python -m mmkit build-data --from` (the embedded dataset's audio, "
+              "score and caption features)." if media else
+              "Imported from precomputed embeddings by `python -m mmkit import-features`."), "",
+             f"- source: `{summary['source']}`",
+             f"- items: **{summary['items']}** (train {summary['train']}, val {summary['val']}, test {summary['test']}) "
+             f"in {summary['groups']} group(s); a group never spans two splits",
+             f"- skipped rows: **{len(summary['skipped'])}**" + (" (listed below)" if summary["skipped"] else ""),
+             f"- bundle: `{summary['bundle']}`" + (" (unchanged inputs: reused)" if summary.get("bundle_reused") else "")]
+    if media:
+        lines.append(f"- build time: {summary['seconds']} s with {summary['workers']} worker(s); {summary['rendered']} "
+                     f"media file(s) processed in this run, {summary['reused_files']} reused from the cache, "
+                     f"{summary['rebuilt_corrupt']} corrupt cache entries rebuilt"
+                     + ("; symbolic scores without a recording rendered to audio" if summary.get("render_audio") else ""))
+    else:
+        lines.append(f"- build time: {summary['seconds']} s")
+        for m, info in summary.get("sources", {}).items():
+            lines.append(f"- {m}: `{info['source']}`, {info['shape']}")
+    if summary.get("ignored_columns"):
+        lines.append(f"- ignored CSV columns: {', '.join(repr(c) for c in summary['ignored_columns'])}")
+    mods = summary["modalities"]
+    lines += ["", "## Items with each modality, per split", "",
+              "| split | items | " + " | ".join(mods) + " |", "|---|---:|" + "---:|" * len(mods)]
+    for s in SPLITS:
+        lines.append(f"| {s} | {summary[s]} | " + " | ".join(str(summary["present"][s][m]) for m in mods) + " |")
+    if summary["captions"]:
+        all_div = caption_diversity(summary["captions"])
+        lines += ["", "## Captions", "",
+                  f"- distinct captions: {all_div['distinct']} of {all_div['items']} "
+                  f"({100 * all_div['distinct_ratio']:.1f} %), vocabulary {all_div['vocabulary']} words"]
+        if summary["test_captions"]:
+            test_div = caption_diversity(summary["test_captions"])
+            lines.append(f"- test split: {test_div['distinct']} distinct of {test_div['items']}; the best R@1 any model "
+                         f"can reach for text queries: **{test_div['best_text_r1']:.1f} %**")
+    lines += ["", "## Skipped rows", ""]
+    if summary["skipped"]:
+        lines += ["| where | id | problem | reason |", "|---|---|---|---|"]
+        for p in summary["skipped"]:
+            lines.append(f"| {_cell(p['source'])} {_cell(p['where'])} | {_cell(p['item'] or '')} | {p['kind']} | "
+                         f"{_cell(p['reason'])} |")
+    else:
+        lines.append("None: every row was used.")
+    lines += ["", "## Examples", ""]
+    for ex in summary["examples"]:
+        lines.append(f"- `{ex['id']}` ({ex['split']}): {ex['caption']}")
+    return lines
