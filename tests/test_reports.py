@@ -119,20 +119,3 @@ def test_committed_readme_matches_committed_tables():
             "runtime"} <= set(blocks)
     for name, body in blocks.items():
         assert body == (root / "reports" / "tables" / f"{name}.md").read_text(), name
-
-
-def test_kappa_reliability_figure_tells_every_task_apart():
-    """Nine tasks, an eight-colour palette: composed queries are dashed, so no two lines look alike."""
-    from matplotlib.colors import to_hex
-
-    from mmkit.viz.results import kappa_reliability_figure
-    from mmkit.vocab import PAPER_TASKS, task_name
-
-    reliability = {task_name(q, t): {"bins": [{"R@1": 10.0 * i + k} for k in range(5)],
-                                     "spearman_kappa_vs_reciprocal_rank": 0.1}
-                   for i, (q, t) in enumerate(PAPER_TASKS)}
-    fig = kappa_reliability_figure(reliability)
-    lines = fig.axes[0].get_lines()
-    assert len(lines) == 9
-    assert len({(to_hex(line.get_color()), line.get_linestyle()) for line in lines}) == 9
-    assert {line.get_linestyle() for line in lines if "&" in line.get_label()} == {"--"}

@@ -22,6 +22,15 @@ from mmkit.viz.sphere import (fit_sphere_projection, kappa_histograms, orthograp
 ORDER_THRESHOLD = 0.9
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Every figure a test opens is closed after it (matplotlib keeps pyplot figures alive)."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
 def _geodesic(points):
     """Pairwise geodesic distances arccos(x.y) of unit rows, upper triangle (the oracle)."""
     g = np.clip(points @ points.T, -1.0, 1.0)
@@ -230,3 +239,176 @@ def test_a_d3_run_end_to_end(tiny, tmp_path):
     fit(TrainConfig(method="pcme", epochs=1, batch_size=32, hidden=32, layers=1), data, gaussian, progress=False)
     with pytest.raises(ValueError, match="the sphere figures: needs vMF encodings"):
         Run(gaussian).encode(test).require_vmf("the sphere figures")
+
+
+# ------------------------------------------------------------------------------------------------
+# densities on the sphere (mmkit.viz.density): cap widths against closed forms and samples, the
+# fused query against its definition, the drawn geometry against the caps
+# ------------------------------------------------------------------------------------------------
+import math  # noqa: E402
+
+import mpmath  # noqa: E402
+
+from mmkit.core.distributions import VonMisesFisher  # noqa: E402
+from mmkit.viz.density import (_cap_angle_numeric, cap_ring, distribution_figure, distribution_scene,  # noqa: E402
+                               distribution_sphere, vmf_cap_angle, vmf_cap_cosine, vmf_projected_radius)
+from mmkit.viz.sphere import SphereProjection  # noqa: E402
+
+KAPPAS = (1e-3, 0.5, 3.0, 40.0, 1e3, 1e5)
+
+
+def _quantile_oracle(cdf, mass):
+    """t with P(muᵀz >= t) = mass: bisection (200 halvings) on an exact CDF of muᵀz, in mpmath at 50 digits."""
+    lo, hi, target = mpmath.mpf(-1), mpmath.mpf(1), 1 - mpmath.mpf(mass)
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < target else (lo, mid)
+    return float((lo + hi) / 2)
+
+
+def _cdf_d3(kappa):
+    k = mpmath.mpf(kappa)
+    return lambda t: (mpmath.exp(k * t) - mpmath.exp(-k)) / (mpmath.exp(k) - mpmath.exp(-k))
+
+
+def _cdf_d5(kappa):
+    """d = 5: the density exp(kt)(1 - t^2) has the antiderivative exp(kt)((1 - t^2)/k + 2t/k^2 - 2/k^3)."""
+    k = mpmath.mpf(kappa)
+    g = lambda t: mpmath.exp(k * t) * ((1 - t * t) / k + 2 * t / k**2 - 2 / k**3)  # noqa: E731
+    return lambda t: (g(t) - g(-1)) / (g(1) - g(-1))
+
+
+@pytest.mark.parametrize("mass", [0.5, 0.9])
+def test_cap_width_is_the_closed_form_quantile_of_the_marginal(mass):
+    for kappa in KAPPAS:
+        want = math.acos(_quantile_oracle(_cdf_d3(kappa), mass))
+        assert vmf_cap_angle(kappa, 3, mass) == pytest.approx(want, rel=1e-9, abs=1e-12), kappa
+        assert _cap_angle_numeric(kappa, 3, mass) == pytest.approx(want, rel=1e-5), kappa   # the d > 3 path
+        assert math.acos(vmf_cap_cosine(kappa, 3, mass)) == pytest.approx(want, rel=1e-9, abs=1e-12)
+    for kappa in (0.5, 3.0, 40.0, 300.0):
+        want = math.acos(_quantile_oracle(_cdf_d5(kappa), mass))
+        assert vmf_cap_angle(kappa, 5, mass) == pytest.approx(want, rel=1e-5), kappa
+
+
+def test_caps_hold_their_mass_and_shrink_with_kappa():
+    d, n = 32, 20000
+    gen = torch.Generator().manual_seed(7)
+    mu = torch.nn.functional.normalize(torch.randn(d, generator=gen, dtype=torch.float64), dim=0)
+    widths = vmf_cap_angle([1.0, 10.0, 100.0, 1000.0], d, 0.9)
+    assert np.all(np.diff(widths) < 0)                                   # wider for smaller kappa
+    for kappa in (10.0, 1000.0):
+        torch.manual_seed(3)
+        z = VonMisesFisher(mu.expand(n, d), torch.full((n,), kappa, dtype=torch.float64)).sample()
+        t = (z @ mu).numpy()
+        for mass in (0.5, 0.9):
+            inside = float(np.mean(t >= vmf_cap_cosine(kappa, d, mass)))
+            assert abs(inside - mass) < 4 * math.sqrt(mass * (1 - mass) / n), (kappa, mass, inside)
+
+
+def test_projected_radius_holds_the_projected_mass():
+    """Draws of vMF(m, kappa) in d = 32 through a projection based at m: the share within the radius."""
+    d, n = 32, 20000
+    mu = np.eye(d)[0]
+    projection = SphereProjection(d, mu, np.eye(d)[1:3], (0.5, 0.5))
+    for kappa in (3.0, 100.0, 3000.0):
+        torch.manual_seed(11)
+        z = VonMisesFisher(torch.from_numpy(mu).expand(n, d), torch.full((n,), kappa, dtype=torch.float64)).sample()
+        to_pole = np.arccos(np.clip(projection(z.numpy())[:, 2], -1, 1))
+        for mass in (0.5, 0.9):
+            rho = float(vmf_projected_radius(kappa, d, mass))
+            inside = float(np.mean(to_pole <= rho))
+            assert abs(inside - mass) < 4 * math.sqrt(mass * (1 - mass) / n), (kappa, mass, inside)
+            assert rho < vmf_cap_angle(kappa, d, mass)       # most of a deviation is in hidden directions
+    np.testing.assert_allclose(vmf_projected_radius(KAPPAS, 3, 0.5), vmf_cap_angle(KAPPAS, 3, 0.5))   # d = 3: the cap
+
+
+def test_cap_arguments_are_checked():
+    with pytest.raises(ValueError, match="kappa must be finite and > 0"):
+        vmf_cap_angle([1.0, 0.0], 3)
+    with pytest.raises(ValueError, match="mass must be a share strictly between 0 and 1"):
+        vmf_cap_angle(1.0, 3, 1.0)
+    with pytest.raises(ValueError, match="d must be an int >= 2"):
+        vmf_cap_angle(1.0, 2.5)
+
+
+def _kl_d3(q_mu, q_k, g_mu, g_k):
+    """KL(vMF(q) || vMF(g)) on S^2 in closed form: C_3(k) = k / (4 pi sinh k), A_3(k) = coth k - 1/k."""
+    log_c = lambda k: np.log(k) - np.log(4 * np.pi) - (k + np.log1p(-np.exp(-2 * k)) - np.log(2))  # noqa: E731
+    a = 1 / np.tanh(q_k) - 1 / q_k
+    return log_c(q_k) - log_c(g_k) + a * (q_k - g_k * (g_mu @ q_mu))
+
+
+def _scene_params(d, n=30, seed=12):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.nn.functional.normalize(torch.randn(n, d, generator=g, dtype=torch.float64), dim=-1)
+    return {m: (torch.nn.functional.normalize(base + 0.4 * torch.randn(n, d, generator=g, dtype=torch.float64), dim=-1),
+                torch.exp(1 + 4 * torch.rand(n, generator=g, dtype=torch.float64))) for m in ("audio", "image", "text")}
+
+
+def test_scene_fuses_the_query_and_ranks_its_top_k():
+    params = _scene_params(3)
+    present = {m: np.ones(30, bool) for m in params}
+    present["text"][4] = False
+    scene = distribution_scene(params, rows=[2, 4, 7], present=present, query=("image", "audio"), k=4)
+    assert scene.query_parts == ("audio", "image") and scene.target == "text" and scene.query_row == 2
+    mu = {m: params[m][0].numpy() for m in params}
+    kap = {m: params[m][1].numpy() for m in params}
+    total = kap["audio"][2] * mu["audio"][2] + kap["image"][2] * mu["image"][2]      # sum of kappa mu
+    assert scene.query.kappa == pytest.approx(np.linalg.norm(total), rel=1e-12)
+    np.testing.assert_allclose(scene.query.center, total / np.linalg.norm(total), atol=1e-12)   # d = 3: identity
+    assert scene.query.angles[0] == pytest.approx(math.acos(_quantile_oracle(_cdf_d3(np.linalg.norm(total)), 0.5)),
+                                                  rel=1e-9)
+    gallery = np.flatnonzero(present["text"])
+    kl = np.array([_kl_d3(total / np.linalg.norm(total), np.linalg.norm(total), mu["text"][r], kap["text"][r])
+                   for r in gallery])
+    want = [int(gallery[i]) for i in np.argsort(kl, kind="stable")[:4]]
+    assert [c.row for c in scene.top] == want
+    assert scene.true_rank == 1 + int(np.sum(kl < kl[list(gallery).index(2)]))
+    assert set(scene.triplets) == {2, 4, 7} and set(scene.triplets[4]) == {"audio", "image"}   # row 4 has no text
+    assert set(scene.parts) == {"audio", "image"}
+    with pytest.raises(ValueError, match="target: name the modality to retrieve"):
+        distribution_scene(params, rows=[1], query=("audio",))
+    with pytest.raises(ValueError, match="has no"):
+        distribution_scene(params, rows=[4], present=present, query=("text",), target="audio")
+    with pytest.raises(ValueError, match="choose 1 to 12 items"):
+        distribution_scene(params, rows=list(range(13)))
+
+
+def test_drawn_caps_have_the_caps_geometry():
+    """Orthographic print figure: the fused query faces the reader, so its inner cap is drawn as a
+    circle of radius sin(theta); on the plotly sphere every outline point lies theta from the centre."""
+    from matplotlib.patches import Polygon
+
+    params = _scene_params(3)
+    scene = distribution_scene(params, rows=[0, 1, 2], query=("audio", "text"), k=3)
+    fig = distribution_figure(scene)
+    left, right = fig.axes
+    inner = scene.query.angles[0]
+    outlines = [p for p in right.patches if isinstance(p, Polygon) and not p.get_fill()]
+    radii = [np.linalg.norm(p.get_xy(), axis=1) for p in outlines]
+    assert any(np.allclose(r, math.sin(inner), atol=1e-9) for r in radii)
+    links = [line for line in left.lines if line.get_color() == "#555555"]
+    assert len(links) == 3 * 3                                     # three items, three pairs each
+    assert [t.get_text() for t in right.texts] == ["1", "2", "3"]
+    sphere = distribution_sphere(scene)
+    for trace in sphere.data:
+        if trace.name == "query 50 % outline":
+            xyz = np.stack([trace.x, trace.y, trace.z], 1)
+            xyz /= np.linalg.norm(xyz, axis=1, keepdims=True)
+            np.testing.assert_allclose(np.arccos(np.clip(xyz @ scene.query.center, -1, 1)), inner, atol=1e-9)
+            break
+    else:
+        raise AssertionError("no outline of the query's 50 % cap")
+    ring = cap_ring(np.array([0.0, 0.6, 0.8]), 0.3)
+    np.testing.assert_allclose(np.arccos(ring @ np.array([0.0, 0.6, 0.8])), 0.3, atol=1e-12)
+
+
+def test_scene_in_higher_dimension_uses_the_tangent_projection():
+    params = _scene_params(16)
+    scene = distribution_scene(params, rows=[0, 1, 2, 3], query=("audio", "image"), k=5)
+    assert not scene.projection.is_identity and scene.dim == 16
+    for cap in scene.caps():
+        np.testing.assert_allclose(np.linalg.norm(cap.center), 1.0, atol=1e-9)
+        assert cap.angles[0] == pytest.approx(float(vmf_projected_radius(cap.kappa, 16, 0.5)))
+        assert cap.cap_angles[0] == pytest.approx(float(vmf_cap_angle(cap.kappa, 16, 0.5)))
+    assert "tangent PCA" in distribution_sphere(scene).layout.title.text

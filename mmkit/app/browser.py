@@ -1,6 +1,11 @@
-"""Drive the retrieval-demo notebook in a real browser: JupyterLab headless + Playwright + Debian chromium.
+"""JupyterLab for people and for tests: the one command line ``make lab`` runs, and the notebooks
+driven in a real browser (JupyterLab headless + Playwright + Debian chromium).
 
-Used by ``tests/test_browser.py`` and by :func:`screenshot_retrieval_demo` (the README figure).
+:func:`lab_command` builds the JupyterLab command line; ``python -m mmkit lab`` (``make lab``) runs
+it through :func:`start_lab` after :func:`prepare_lab` (the kernel "mmkit" registered in this
+environment, the ipywidgets extension checked enabled), and :func:`jupyterlab_server` starts the
+very same ``python -m mmkit lab`` for ``tests/test_browser.py`` and for
+:func:`screenshot_retrieval_demo` (the README figure).
 Nothing is downloaded: the browser is the system chromium (``apt-get install chromium``; another
 binary can be named with ``$MMKIT_CHROMIUM``), driven through the ``playwright`` Python package
 (never ``playwright install``).
@@ -15,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -25,15 +32,22 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
 
-from mmkit.app.notebook import ParameterError, check_parameters, declared_parameters, notebook_path
+from mmkit.app.notebook import WORKDIR_ENV, ParameterError, check_parameters, declared_parameters, notebook_path
 from mmkit.core.io import atomic_write_bytes, atomic_write_text
 
-__all__ = ["CHROMIUM_ARGS", "DEMO_NOTEBOOK", "BrowserUnavailable", "find_browser", "write_parameterized_notebook",
-           "jupyterlab_server", "chromium_page", "DemoPage", "demo_page", "screenshot_retrieval_demo"]
+__all__ = ["CHROMIUM_ARGS", "DEMO_NOTEBOOK", "START_NOTEBOOK", "KERNEL_NAME", "WIDGETS_EXTENSION", "BrowserUnavailable",
+           "LabSetupError", "lab_command", "register_kernel", "widgets_extension", "prepare_lab", "start_lab",
+           "find_browser", "write_parameterized_notebook", "jupyterlab_server", "chromium_page", "DemoPage", "demo_page",
+           "start_here_page", "screenshot_retrieval_demo"]
 
 DEMO_NOTEBOOK = notebook_path("07_retrieval_demo.ipynb")
+START_NOTEBOOK = notebook_path("00_start_here.ipynb")
+#: Name and display name of the kernel ``make lab`` registers for this environment.
+KERNEL_NAME = "mmkit"
+#: The JupyterLab extension that renders ipywidgets (package jupyterlab_widgets).
+WIDGETS_EXTENSION = "@jupyter-widgets/jupyterlab-manager"
 #: chromium flags: headless, no sandbox (root in containers), no GPU, no traffic of its own.
 CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
@@ -47,6 +61,123 @@ _LAB_SETTINGS = {
 
 class BrowserUnavailable(RuntimeError):
     """The playwright package or the chromium binary is missing (the message says how to install it)."""
+
+
+class LabSetupError(RuntimeError):
+    """JupyterLab cannot be set up as ``make lab`` needs it (the message says what to install)."""
+
+
+def lab_command(root_dir: str | os.PathLike, port: int = 8888, token: str | None = None,
+                extra: Sequence[str] = ()) -> list[str]:
+    """The JupyterLab command line of ``make lab`` (``python -m mmkit lab``) and of the browser test.
+
+    Headless-friendly: no browser opened, listening on 127.0.0.1 only, exactly ``port`` (no retry on
+    another port, so the printed URL is right), new notebooks on the kernel ``mmkit``, ``--allow-root``
+    when run as root; ``token`` ``""``
+    turns the token off (tests), None keeps JupyterLab's own. Kernels get CurveZMQ transport
+    encryption, so they start without ipykernel's "running over TCP without encryption" warning.
+    ``extra``: further JupyterLab options, appended.
+    """
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+           "--ServerApp.port_retries=0", f"--ServerApp.root_dir={Path(root_dir).absolute()}",
+           f"--MultiKernelManager.default_kernel_name={KERNEL_NAME}", "--KernelManager.transport_encryption=auto"]
+    if token is not None:
+        cmd.append(f"--IdentityProvider.token={token}")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")
+    return cmd + [str(a) for a in extra]
+
+
+def register_kernel(prefix: str | os.PathLike = sys.prefix) -> Path:
+    """Register this interpreter as the Jupyter kernel ``mmkit`` (display name "mmkit") under ``prefix``
+    (default: this environment, as ``ipykernel install --sys-prefix``); idempotent. Returns its folder."""
+    folder = Path(prefix) / "share" / "jupyter" / "kernels" / KERNEL_NAME
+    try:
+        spec = json.loads((folder / "kernel.json").read_text())
+        if spec.get("argv", [None])[0] == sys.executable and spec.get("display_name") == KERNEL_NAME:
+            return folder
+    except (OSError, ValueError):
+        pass
+    done = subprocess.run([sys.executable, "-m", "ipykernel", "install", f"--prefix={prefix}", f"--name={KERNEL_NAME}",
+                           f"--display-name={KERNEL_NAME}"], capture_output=True, text=True)
+    if done.returncode != 0 or not (folder / "kernel.json").is_file():
+        raise LabSetupError(f"could not register the kernel {KERNEL_NAME!r} in {prefix}: {done.stderr.strip()[-800:]}")
+    return folder
+
+
+def _labextensions(*args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "jupyterlab.labextensions", *args], capture_output=True, text=True)
+    return re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr)
+
+
+def widgets_extension() -> str:
+    """The line of ``jupyter labextension list`` for the ipywidgets extension, enabled and OK.
+
+    A disabled extension is enabled (in this environment); a missing or broken one raises
+    :class:`LabSetupError` saying what to install.
+    """
+    def line() -> str | None:
+        return next((ln.strip() for ln in _labextensions("list").splitlines() if WIDGETS_EXTENSION in ln), None)
+
+    found = line()
+    if found and "disabled" in found:
+        _labextensions("enable", "--level=sys_prefix", WIDGETS_EXTENSION)
+        found = line()
+    if not found or "enabled" not in found or "OK" not in found:
+        raise LabSetupError(f"the ipywidgets extension {WIDGETS_EXTENSION} is not active in JupyterLab "
+                            f"({found or 'not installed'}): pip install 'ipywidgets>=8' jupyterlab_widgets")
+    return found
+
+
+def prepare_lab(prefix: str | os.PathLike = sys.prefix) -> dict[str, str]:
+    """What ``make lab`` needs before JupyterLab starts: the kernel registered, the widgets extension active."""
+    return {"kernel": str(register_kernel(prefix)), "widgets": widgets_extension()}
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def start_lab(root_dir: str | os.PathLike = "notebooks", port: int | None = None, token: str | None = None,
+              extra: Sequence[str] = (), open_notebook: str = START_NOTEBOOK.name, prepare: bool = True,
+              dry_run: bool = False, out=None) -> list[str]:
+    """``make lab``: prepare (:func:`prepare_lab`), print the URL, then replace this process by JupyterLab.
+
+    ``port``: default the first free port from 8888 on. ``token``: default a fresh random one (printed
+    in the URL); ``""`` for none. The environment JupyterLab (and its kernels) gets: ``$MMKIT_WORKDIR``
+    = the current directory (the notebooks' relative paths mean the checkout, not the notebook's
+    folder) and ``$MMKIT_CACHE`` = its ``.cache/mmkit`` unless set (the dataset cache of ``make
+    reproduce``). ``dry_run``: print and return the command without starting it.
+    """
+    out = out or sys.stdout
+    root = Path(root_dir)
+    if not root.is_dir():
+        raise LabSetupError(f"{root.absolute()} is not a folder (run make lab in the checkout; notebooks/ links to "
+                            f"{notebook_path(open_notebook).parent})")
+    if port is None:
+        port = next((p for p in range(8888, 8988) if _port_is_free(p)), None)
+        if port is None:
+            raise LabSetupError("no free port in 8888-8987; pass --port")
+    token = secrets.token_urlsafe(24) if token is None else token
+    cmd = lab_command(root, port, token, extra)
+    if prepare:
+        ready = prepare_lab()
+        print(f"kernel {KERNEL_NAME!r}: {ready['kernel']}\nwidgets: {ready['widgets']}", file=out)
+    url = f"http://127.0.0.1:{port}/lab/tree/{open_notebook}" + (f"?token={token}" if token else "")
+    print(f"JupyterLab on {root.absolute()}:\n    {url}\n(headless: open the URL in a browser, through an SSH "
+          f"tunnel if remote: ssh -L {port}:127.0.0.1:{port} host; stop with Ctrl-C)", file=out, flush=True)
+    if dry_run:
+        print(" ".join(cmd), file=out, flush=True)
+        return cmd
+    env = {**os.environ, WORKDIR_ENV: os.environ.get(WORKDIR_ENV) or os.getcwd()}
+    env.setdefault("MMKIT_CACHE", str(Path(env[WORKDIR_ENV]) / ".cache" / "mmkit"))
+    os.execve(sys.executable, cmd, env)
+    return cmd  # pragma: no cover - execve does not return
 
 
 def find_browser() -> str:
@@ -86,11 +217,15 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def jupyterlab_server(root_dir: str | os.PathLike, timeout: float = 90.0) -> Iterator[str]:
+def jupyterlab_server(root_dir: str | os.PathLike, timeout: float = 90.0, env: Mapping[str, str] | None = None,
+                      log_path: str | os.PathLike | None = None) -> Iterator[str]:
     """Run JupyterLab headless on 127.0.0.1 (free port, no token) serving ``root_dir``; yields its URL.
 
-    The server's settings, workspaces and runtime files live in a temporary folder removed on
-    exit; the server (and with it its kernels) is stopped with SIGTERM, then SIGKILL after 20 s.
+    Started as ``make lab`` starts it: ``python -m mmkit lab`` (kernel registered, widgets extension
+    checked, :func:`lab_command`), plus what a test needs: no token, ``window.jupyterapp`` exposed,
+    and the server's settings, workspaces and runtime files in a temporary folder removed on exit
+    (``env`` adds variables). The server's output (its kernels' included) goes to ``log_path`` when
+    given. The server (and with it its kernels) is stopped with SIGTERM, then SIGKILL after 20 s.
     """
     work = Path(tempfile.mkdtemp(prefix="mmkit-lab-"))
     for rel, values in _LAB_SETTINGS.items():
@@ -98,18 +233,18 @@ def jupyterlab_server(root_dir: str | os.PathLike, timeout: float = 90.0) -> Ite
     port = _free_port()
     env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(work / "settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(work / "workspaces"), "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-           "--ServerApp.port_retries=0", "--IdentityProvider.token=", "--LabApp.expose_app_in_browser=True",
-           f"--ServerApp.root_dir={Path(root_dir).resolve()}"] + (["--allow-root"] if os.geteuid() == 0 else [])
-    with open(work / "server.log", "wb") as log:  # the server keeps its own copy of the descriptor
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **(env or {})}
+    cmd = [sys.executable, "-m", "mmkit", "lab", "--root", str(Path(root_dir).resolve()), "--port", str(port),
+           "--token", "", "--", "--LabApp.expose_app_in_browser=True"]
+    server_log = Path(log_path) if log_path else work / "server.log"
+    with open(server_log, "wb") as log:  # the server keeps its own copy of the descriptor
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"JupyterLab exited with {proc.returncode}:\n{_tail(work / 'server.log')}")
+                raise RuntimeError(f"JupyterLab exited with {proc.returncode}:\n{_tail(server_log)}")
             try:
                 with urllib.request.urlopen(f"{url}/api/status", timeout=5) as response:
                     if response.status == 200:
@@ -117,7 +252,7 @@ def jupyterlab_server(root_dir: str | os.PathLike, timeout: float = 90.0) -> Ite
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"JupyterLab did not answer within {timeout} s:\n{_tail(work / 'server.log')}")
+                raise RuntimeError(f"JupyterLab did not answer within {timeout} s:\n{_tail(server_log)}")
             time.sleep(0.5)
         yield url
     finally:
@@ -163,15 +298,41 @@ _NOTEBOOK_STATE = """() => {
 }"""
 
 
-class DemoPage:
-    """The retrieval-demo notebook open in JupyterLab: run it, operate the widget, read the results."""
+# JS for the start-here notebook: the first error, else "ok" once every code cell has run, the kernel is
+# idle, the cell tagged `sphere` shows its (loaded) image, a plotly figure is drawn and the widget shows results.
+_START_HERE_STATE = """() => {
+  const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  if (!w || !w.content || !w.content.model) return null;
+  let pending = false;
+  for (const cell of w.content.model.cells) {
+    if (cell.type !== 'code') continue;
+    for (const o of cell.outputs.toJSON()) {
+      if (o.output_type === 'error') return 'error: ' + o.ename + ': ' + o.evalue;
+    }
+    if (cell.executionCount === null) pending = true;
+  }
+  const kernel = w.sessionContext.session && w.sessionContext.session.kernel;
+  if (pending || !kernel || kernel.status !== 'idle') return null;
+  const sphere = w.content.widgets.find(c => (c.model.getMetadata('tags') || []).includes('sphere'));
+  if (!sphere) return 'error: no cell tagged sphere';
+  const img = sphere.node.querySelector('.jp-OutputArea-output img');
+  if (!(img && img.complete && img.naturalWidth > 0)) return null;
+  if (!document.querySelector('.js-plotly-plot .main-svg')) return null;
+  return document.querySelector('.mmkit-results .mmkit-ranking') ? 'ok' : null;
+}"""
 
-    def __init__(self, page, timeout: float = 120.0):
+
+class DemoPage:
+    """A notebook open in JupyterLab with the retrieval widget: run it, operate the widget, read the results."""
+
+    def __init__(self, page, timeout: float = 120.0, ready: str = _NOTEBOOK_STATE):
         self.page = page
         self.timeout_ms = int(timeout * 1000)
+        self.ready = ready
 
     def run_all(self, timeout: float = 900.0) -> None:
-        """Run every cell once the kernel is ready; wait up to ``timeout`` s for the app (raise on a cell's error).
+        """Run every cell once the kernel is ready; wait up to ``timeout`` s until the page is ready (the
+        widget drawn, or what ``ready`` asks for); raise on a cell's error.
 
         Loading a preset checks its whole cache first, which takes minutes on a busy machine.
         """
@@ -180,9 +341,21 @@ class DemoPage:
             " return !!(w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
             " && w.sessionContext.session.kernel.connectionStatus === 'connected'); }", timeout=self.timeout_ms)
         self.page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
-        state = self.page.wait_for_function(_NOTEBOOK_STATE, polling=500, timeout=timeout * 1000).json_value()
+        state = self.page.wait_for_function(self.ready, polling=500, timeout=timeout * 1000).json_value()
         if state != "ok":
-            raise RuntimeError(f"the demo notebook failed in the browser: {state}")
+            raise RuntimeError(f"the notebook failed in the browser: {state}")
+
+    def kernel_name(self) -> str:
+        """The name of the kernel the notebook runs on (``mmkit`` for the start-here notebook)."""
+        return self.page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.name")
+
+    def image_size(self, tag: str) -> tuple[int, int]:
+        """Natural (width, height) of the first image in the output of the cell tagged ``tag``."""
+        return tuple(self.page.evaluate(
+            """tag => { const w = window.jupyterapp.shell.currentWidget;
+                        const c = w.content.widgets.find(c => (c.model.getMetadata('tags') || []).includes(tag));
+                        const img = c && c.node.querySelector('.jp-OutputArea-output img');
+                        return img ? [img.naturalWidth, img.naturalHeight] : [0, 0]; }""", tag))
 
     def state(self, run: str) -> dict:
         """What the result list of ``run`` shows: ids, query, target, distance, version, error."""
@@ -255,6 +428,37 @@ def demo_page(runs: Mapping[str, str | os.PathLike], data: str, cache: str = "",
             demo = DemoPage(page, timeout)
             demo.run_all(run_timeout)
             yield demo
+
+
+@contextlib.contextmanager
+def start_here_page(data: str, runs: Mapping[str, str | os.PathLike] | None = None, cache: str = "",
+                    timeout: float = 120.0, run_timeout: float = 900.0, log_path: str | os.PathLike | None = None,
+                    **parameters) -> Iterator[DemoPage]:
+    """Open ``00_start_here`` in headless JupyterLab + chromium, started as ``make lab`` starts it, run
+    every cell, and yield a :class:`DemoPage` once the widget, the sphere figure and the interactive
+    sphere are drawn.
+
+    ``data`` (preset or bundle directory), ``runs`` ({name: run directory}; None: the notebook
+    trains its quick pair in the temporary folder) and ``cache`` are passed as absolute paths;
+    further notebook parameters by name. ``log_path``: where the server's output goes.
+    """
+    from mmkit.data import default_cache_dir
+
+    find_browser()
+    spec = str(Path(data).resolve()) if Path(data).is_dir() else data
+    params = {"data": spec, "cache": str(Path(cache or default_cache_dir()).resolve()), **parameters}
+    if runs:
+        params["runs"] = json.dumps({name: str(Path(run).resolve()) for name, run in runs.items()})
+    with tempfile.TemporaryDirectory(prefix="mmkit-start-") as root:
+        params.setdefault("train_dir", str(Path(root) / "runs"))
+        params.setdefault("pipeline_runs", str(Path(root) / "no-pipeline-runs"))
+        write_parameterized_notebook(START_NOTEBOOK, Path(root) / START_NOTEBOOK.name, params)
+        with jupyterlab_server(root, timeout=timeout, log_path=log_path) as url, chromium_page() as page:
+            page.set_default_timeout(timeout * 1000)
+            page.goto(f"{url}/lab/tree/{START_NOTEBOOK.name}")
+            start = DemoPage(page, timeout, ready=_START_HERE_STATE)
+            start.run_all(run_timeout)
+            yield start
 
 
 def screenshot_retrieval_demo(runs: Mapping[str, str | os.PathLike], out: str | os.PathLike, data: str,

@@ -9,6 +9,11 @@ type. :func:`run_notebook` checks every given parameter against the notebook's t
 ``parameters`` cell (names and annotated types, via ``papermill.inspect_notebook``) before
 executing; :func:`check_parameters` repeats the type check inside the notebook, so a wrong type
 injected by a bare ``papermill`` call stops the notebook at its first cell with a clear error.
+
+Kernels are started by :func:`kernel_manager_class`: with CurveZMQ transport encryption, which the
+ipykernel kernelspec declares, so the kernel no longer prints "Kernel is running over TCP without
+encryption" at every start (ipykernel >= 7 warns when the manager provisions no keys); where pyzmq
+lacks CURVE, over IPC sockets instead (POSIX), which do not warn either. Nothing else is silenced.
 """
 from __future__ import annotations
 
@@ -17,10 +22,14 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Mapping
 
-__all__ = ["NOTEBOOKS", "notebook_path", "ParameterError", "declared_parameters", "check_parameters", "run_notebook"]
+__all__ = ["NOTEBOOKS", "WORKDIR_ENV", "notebook_path", "from_workdir", "ParameterError", "declared_parameters",
+           "check_parameters", "kernel_manager_class", "run_notebook"]
 
 #: The folder of the shipped notebooks (``mmkit/notebooks`` inside the installed package).
 NOTEBOOKS = Path(str(files("mmkit") / "notebooks"))
+#: Set by ``python -m mmkit lab`` (``make lab``) to the directory it was started from: a kernel runs in
+#: the notebook's folder, but the notebooks' relative paths (runs, reports) mean the checkout.
+WORKDIR_ENV = "MMKIT_WORKDIR"
 
 
 def notebook_path(name: str) -> Path:
@@ -30,6 +39,13 @@ def notebook_path(name: str) -> Path:
         shipped = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
         raise FileNotFoundError(f"no notebook {name!r} in {NOTEBOOKS}; shipped: {shipped}")
     return path
+
+def from_workdir(path: str | os.PathLike) -> Path:
+    """``path`` itself when absolute, else relative to ``$MMKIT_WORKDIR`` (where ``make lab`` was started)
+    or, without it, to the current directory (papermill's ``cwd``)."""
+    path = Path(path)
+    return path if path.is_absolute() else Path(os.environ.get(WORKDIR_ENV) or os.getcwd()) / path
+
 
 _TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool}
 
@@ -61,9 +77,39 @@ def check_parameters(namespace: Mapping, spec: Mapping[str, str]) -> None:
         _check(name, namespace[name], type_name, "notebook")
 
 
+def kernel_manager_class(env: Mapping[str, str] | None = None) -> type:
+    """A jupyter_client ``AsyncKernelManager`` subclass for papermill (nbclient's default class, which
+    then owns, starts and shuts down the kernel) whose kernels talk over encrypted CurveZMQ sockets
+    (IPC sockets where pyzmq has no CURVE) and get ``env`` added to this process's environment."""
+    import sys
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    extra = {str(k): str(v) for k, v in (env or {}).items()}
+
+    class QuietKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            try:
+                self.transport_encryption = "auto"   # CurveZMQ keys provisioned by the manager (jupyter_client >= 8.8)
+            except Exception:  # traitlets' TraitError: this pyzmq has no CURVE
+                if sys.platform != "win32":
+                    self.transport = "ipc"
+
+        async def start_kernel(self, **kw):
+            kw["env"] = {**kw.get("env", os.environ), **extra}
+            return await super().start_kernel(**kw)
+
+    return QuietKernelManager
+
+
 def run_notebook(notebook: str | os.PathLike, output: str | os.PathLike, parameters: Mapping | None = None,
-                 cwd: str | os.PathLike | None = None, progress: bool = True) -> Path:
-    """Validate ``parameters`` against the notebook, then execute it with papermill into ``output``."""
+                 cwd: str | os.PathLike | None = None, progress: bool = True,
+                 env: Mapping[str, str] | None = None) -> Path:
+    """Validate ``parameters`` against the notebook, then execute it with papermill into ``output``.
+
+    ``env``: environment variables added for the notebook's kernel (e.g. where to report progress).
+    """
     import papermill as pm
 
     declared = declared_parameters(notebook)
@@ -74,5 +120,5 @@ def run_notebook(notebook: str | os.PathLike, output: str | os.PathLike, paramet
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(str(notebook), str(output), parameters=dict(parameters or {}), cwd=str(cwd) if cwd else None,
-                        progress_bar=progress, kernel_name="python3")
+                        progress_bar=progress, kernel_name="python3", kernel_manager_class=kernel_manager_class(env))
     return output

@@ -31,10 +31,15 @@ import numpy as np
 from mmkit.core.io import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
 from mmkit.data.bundle import save_bundle
 
-__all__ = ["PRESET_SPECS", "PresetSpec", "select_works", "build_item", "build_dataset", "bundle_name"]
+__all__ = ["PRESET_SPECS", "PresetSpec", "PROGRESS_ENV", "select_works", "build_item", "build_dataset", "bundle_name"]
 
 #: Bump when rendering or features change: every cached item is then rebuilt.
 RENDER_VERSION = "1"
+
+#: Environment variable naming a JSON file in which :func:`build_dataset` reports how far it is
+#: (``{"what", "done", "total", "unit"}``, rewritten at most twice a second): the reproduce pipeline
+#: sets it for the notebook that builds the dataset and shows the count while the step runs.
+PROGRESS_ENV = "MMKIT_PROGRESS_FILE"
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,8 @@ def build_item(work_dict: dict, item_dir: str) -> dict:
         stage = "caption"
         desc = captions.describe(excerpt)
         caption = captions.make_caption(work, desc)
+    except ImportError:
+        raise  # a missing package (tinysoundfont) is no property of the work: fail the build, cache nothing
     except Exception as exc:  # noqa: BLE001 - every failure is counted by stage and reason, never fatal
         reason = f"{stage}: {type(exc).__name__}"
         atomic_write_json(out / "failed.json", {"key": work.key, "reason": reason, "detail": str(exc)[:500]})
@@ -171,6 +178,28 @@ def build_item(work_dict: dict, item_dir: str) -> dict:
     return {"status": "ok", "key": work.key}
 
 
+class _Progress:
+    """Writes ``{"what", "done", "total", "unit"}`` to the file named by ``$MMKIT_PROGRESS_FILE``
+    (nothing when it is unset), at most every ``interval`` seconds unless forced. The file is
+    replaced atomically (a reader never sees half of it) but not fsynced: it is a display, not state."""
+
+    def __init__(self, interval: float = 0.5):
+        path = os.environ.get(PROGRESS_ENV)
+        self.path = Path(path) if path else None
+        self.interval = interval
+        self.last = 0.0
+
+    def __call__(self, what: str, done: int | None = None, total: int | None = None, unit: str = "items",
+                 force: bool = False) -> None:
+        if self.path is None or (not force and time.monotonic() - self.last < self.interval):
+            return
+        self.last = time.monotonic()
+        try:
+            atomic_write_json(self.path, {"what": what, "done": done, "total": total, "unit": unit})
+        except OSError:  # a display only: never let it stop a build
+            pass
+
+
 def _build_star(args):
     return build_item(*args)
 
@@ -181,7 +210,7 @@ def _worker_init() -> None:
     use_private_numba_cache(force=True)
 
 
-def _render_in_pool(todo: list, workers: int, bar) -> None:
+def _render_in_pool(todo: list, workers: int, tick) -> None:
     """Render ``todo`` in ``workers`` processes. A worker that dies (a crash in native code) breaks
     the pool: the build stops with a clear error instead of waiting forever, and a rerun resumes
     from the verified cache."""
@@ -193,7 +222,7 @@ def _render_in_pool(todo: list, workers: int, bar) -> None:
         try:
             for future in as_completed(futures):
                 future.result()
-                bar.update(1)
+                tick()
         except BrokenProcessPool:
             for future in futures:
                 future.cancel()
@@ -244,9 +273,12 @@ def build_dataset(preset: str = "tiny", cache: str | os.PathLike | None = None,
     t0 = time.perf_counter()
     cache = Path(cache) if cache is not None else default_cache_dir()
     spec = PRESET_SPECS[preset]
+    report = _Progress()
+    report(f"selecting {preset} works", force=True)
     works = select_works(preset, seed, collections)
     todo, rebuilt = [], 0
-    for w in works:
+    for i, w in enumerate(works):
+        report(f"checking the {preset} cache", i, len(works))
         d = _item_dir(cache, w.key)
         if (d / "failed.json").is_file():
             continue
@@ -257,13 +289,25 @@ def build_dataset(preset: str = "tiny", cache: str | os.PathLike | None = None,
             todo.append((w.to_dict(), str(d)))
     workers = workers or os.cpu_count() or 1
     if todo:
+        from mmkit.data.render import require_tinysoundfont
+
+        require_tinysoundfont()  # before any worker starts: a clear error naming the pip command
         bar = tqdm(total=len(todo), desc=f"rendering {preset}", unit="item", disable=not progress)
+        report(f"rendering {preset}", 0, len(todo), force=True)
+
+        done = [0]
+
+        def tick() -> None:
+            bar.update(1)
+            done[0] += 1
+            report(f"rendering {preset}", done[0], len(todo), force=done[0] == len(todo))
+
         if workers > 1:
-            _render_in_pool(todo, workers, bar)
+            _render_in_pool(todo, workers, tick)
         else:
             for args in todo:
                 _build_star(args)
-                bar.update(1)
+                tick()
         bar.close()
     metas, skipped = [], Counter()
     for w in works:
@@ -278,6 +322,7 @@ def build_dataset(preset: str = "tiny", cache: str | os.PathLike | None = None,
         metas = metas[: spec.n_items]
     if not metas:
         raise RuntimeError(f"no usable item for preset {preset!r} (skipped: {dict(skipped)})")
+    report(f"assembling the {preset} bundle", len(metas), len(metas), force=True)
     summary = _assemble(preset, cache, metas, spec, seed, collections, progress)
     summary.update(skipped=sum(skipped.values()), skipped_by_reason=dict(skipped), rebuilt_corrupt=rebuilt,
                    rendered=len(todo), seconds=round(time.perf_counter() - t0, 1), workers=workers)

@@ -6,20 +6,31 @@ parameters, the mmkit version and the keys of the steps it depends on; a step wh
 notebooks land in ``reports/runs/`` (git-ignored), tables in ``reports/tables/``, figures in
 ``reports/figures/``. Independent steps run in parallel (``jobs`` papermill kernels at a time),
 except exclusive ones (the runtime measurement), which run alone.
+
+While it runs, :class:`LiveStatus` shows which steps are running, for how long, and what they
+report through ``$MMKIT_PROGRESS_FILE`` (:data:`mmkit.data.build.PROGRESS_ENV`; the dataset step
+reports the items it has rendered): one line redrawn in place on a terminal, a line every 30 s
+otherwise. Each step's kernel gets its own progress file, ``<runs>/notebooks/<step>/progress.json``.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmkit.core.io import atomic_write_json
 from mmkit.app.notebook import notebook_path, run_notebook
+from mmkit.core.io import atomic_write_json
+from mmkit.data.build import PROGRESS_ENV
+from mmkit.vocab import VMF_METHODS
 
-__all__ = ["Step", "PIPELINE_PRESETS", "run_dir", "plan", "step_key", "run_plan", "refresh_widget_screenshot"]
+__all__ = ["Step", "PIPELINE_PRESETS", "run_dir", "plan", "step_key", "LiveStatus", "read_progress", "run_plan",
+           "refresh_widget_screenshot"]
 
 LAMBDA_SWEEP = (0.01, 0.1, 1.0, 10.0, 100.0)
 
@@ -89,7 +100,7 @@ def plan(preset: str = "quick", data: str | None = None, runs_dir: str = "report
             steps.append(Step(f"train-{tag}", "02_train.ipynb", params, ("dataset",), (str(Path(out) / "best.pt"),)))
             if method in ("pcme", "mpc", "baseline") or (method == "proposed" and lam == 1.0):
                 main_runs.append(out)
-            if method in ("proposed", "baseline", "ls_only"):
+            if method in VMF_METHODS:
                 ablation_runs.append(out)
     trained = tuple(s.name for s in steps if s.name.startswith("train-"))
     common = {"data": data, "cache": cache, "tables_dir": tables_dir, "figures_dir": figures_dir,
@@ -122,25 +133,166 @@ def step_key(step: Step, dependency_keys: list[str]) -> str:
     return h.hexdigest()
 
 
+def elapsed(seconds: float) -> str:
+    """``42s``, ``3m05s`` or ``1h02m``."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def read_progress(path: str | os.PathLike) -> str | None:
+    """What a step reports in its progress file (``rendering small: 812/2,160 items``), or None."""
+    try:
+        report = json.loads(Path(path).read_text())
+        what, done, total = report["what"], report.get("done"), report.get("total")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if done is not None and total:
+        return f"{what}: {done:,}/{total:,} {report.get('unit') or ''}".rstrip()
+    return str(what)
+
+
+class LiveStatus:
+    """The running steps, their elapsed time and what they report, shown while a plan runs.
+
+    On a terminal one status line is redrawn in place every ``interval`` seconds (default 1) and
+    :meth:`log` prints finished steps above it; elsewhere (a log file, CI) the status is printed as
+    a plain line every ``interval`` seconds (default 30). Use it as a context manager.
+    """
+
+    def __init__(self, stream=None, interval: float | None = None, clock=time.monotonic):
+        self.stream = stream or sys.stdout
+        isatty = getattr(self.stream, "isatty", None)
+        self.tty = bool(isatty and isatty())
+        self.interval = interval if interval is not None else (1.0 if self.tty else 30.0)
+        self.clock = clock
+        self.running: dict[str, tuple[float, Path | None]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._drawn = False
+
+    def start(self, name: str, progress_file: str | os.PathLike | None = None) -> None:
+        with self._lock:
+            self.running[name] = (self.clock(), Path(progress_file) if progress_file else None)
+
+    def finish(self, name: str) -> float:
+        """Stop showing ``name``; returns its elapsed seconds."""
+        with self._lock:
+            started, _ = self.running.pop(name, (self.clock(), None))
+        return self.clock() - started
+
+    def line(self) -> str:
+        """``running: dataset 2m13s (rendering small: 812/2,160 items) · train-x 45s`` ('' when idle)."""
+        with self._lock:
+            running = dict(self.running)
+        now = self.clock()
+        parts = []
+        for name, (started, path) in running.items():
+            report = read_progress(path) if path else None
+            parts.append(f"{name} {elapsed(now - started)}" + (f" ({report})" if report else ""))
+        return "running: " + " · ".join(parts) if parts else ""
+
+    def _clear(self) -> None:
+        if self.tty and self._drawn:
+            self.stream.write("\r\x1b[K")
+            self._drawn = False
+
+    def draw(self) -> None:
+        line = self.line()
+        with self._lock:
+            if not line:
+                self._clear()
+            elif self.tty:
+                try:
+                    width = os.get_terminal_size(self.stream.fileno()).columns
+                except (AttributeError, OSError, ValueError):
+                    width = 120
+                self.stream.write("\r\x1b[K" + line[: max(20, width - 1)])
+                self._drawn = True
+            else:
+                self.stream.write(line + "\n")
+            self.stream.flush()
+
+    def log(self, message: str) -> None:
+        """Print ``message`` on its own line (above the status line on a terminal)."""
+        with self._lock:
+            self._clear()
+            self.stream.write(f"{message}\n")
+            self.stream.flush()
+        if self.tty:
+            self.draw()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.draw()
+            except (OSError, ValueError):   # a closed or odd stream: stop showing, never stop the pipeline
+                return
+
+    def __enter__(self) -> "LiveStatus":
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="mmkit-live-status", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            self._clear()
+            self.stream.flush()
+
+
 def run_plan(steps: list[Step], runs_dir: str | os.PathLike = "reports/runs", jobs: int = 1, force: bool = False,
-             log=print) -> dict[str, str]:
-    """Execute ``steps`` (skipping unchanged ones); returns ``{step name: "ran" | "skipped"}``."""
+             log=print, live: LiveStatus | bool | None = None) -> dict[str, str]:
+    """Execute ``steps`` (skipping unchanged ones); returns ``{step name: "ran" | "skipped"}``.
+
+    ``log`` gets one line per finished step (``[3/35] train-proposed-l1-s0: ran in 1m12s``). ``live``:
+    a :class:`LiveStatus` that shows the running steps, True for one on stdout, False for none;
+    None (default) shows one when ``log`` is ``print`` (the command line).
+    """
     runs_dir = Path(runs_dir)
     by_name = {s.name: s for s in steps}
     keys: dict[str, str] = {}
     status: dict[str, str] = {}
     pending = list(steps)
+    if live is None:
+        live = log is print
+    if live is True:
+        with LiveStatus() as shown:
+            return run_plan(steps, runs_dir, jobs, force, log=shown.log, live=shown)
+    live = live or None
 
-    def execute(step: Step) -> str:
+    def execute(step: Step) -> tuple[str, float]:
         key = keys[step.name]
-        marker = runs_dir / "notebooks" / step.name / "done.json"
+        folder = runs_dir / "notebooks" / step.name
+        marker = folder / "done.json"
         if not force and marker.is_file() and json.loads(marker.read_text()).get("key") == key \
                 and all(Path(o).exists() for o in step.outputs):
-            return "skipped"
-        run_notebook(notebook_path(step.notebook), runs_dir / "notebooks" / step.name / step.notebook, step.parameters,
-                     progress=False)
+            return "skipped", 0.0
+        progress = folder / "progress.json"
+        progress.unlink(missing_ok=True)
+        started = time.monotonic()
+        if live is not None:
+            live.start(step.name, progress)
+        try:
+            run_notebook(notebook_path(step.notebook), folder / step.notebook, step.parameters, progress=False,
+                         env={PROGRESS_ENV: str(progress.resolve())})
+        finally:
+            if live is not None:
+                live.finish(step.name)
         atomic_write_json(marker, {"key": key, "parameters": step.parameters})
-        return "ran"
+        return "ran", time.monotonic() - started
+
+    def report(step: Step, result: str, seconds: float) -> None:
+        status[step.name] = result
+        took = f" in {elapsed(seconds)}" if result == "ran" else ""
+        log(f"[{len(status)}/{len(steps)}] {step.name}: {result}{took}" + (" (alone)" if step.exclusive else ""))
 
     while pending:
         ready = [s for s in pending if all(d in status for d in s.after)]
@@ -150,13 +302,12 @@ def run_plan(steps: list[Step], runs_dir: str | os.PathLike = "reports/runs", jo
             keys[s.name] = step_key(s, [keys[d] for d in s.after if d in by_name])
         shared = [s for s in ready if not s.exclusive]
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            for s, result in zip(shared, pool.map(execute, shared)):
-                status[s.name] = result
-                log(f"[{len(status)}/{len(steps)}] {s.name}: {result}")
+            futures = {pool.submit(execute, s): s for s in shared}
+            for future in as_completed(futures):
+                report(futures[future], *future.result())
         for s in ready:
             if s.exclusive:  # alone: nothing else runs while it does
-                status[s.name] = execute(s)
-                log(f"[{len(status)}/{len(steps)}] {s.name}: {status[s.name]} (alone)")
+                report(s, *execute(s))
         pending = [s for s in pending if s.name not in status]
     return status
 

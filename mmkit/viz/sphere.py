@@ -46,7 +46,7 @@ from mmkit.viz.style import MODALITY_COLORS, OKABE_ITO, plotly_template, publica
 os.environ.setdefault("GEOMSTATS_BACKEND", "numpy")
 
 __all__ = ["SphereProjection", "SpherePoints", "fit_sphere_projection", "sphere_points", "sphere_figure",
-           "orthographic_figure", "kappa_histograms", "read_training_log", "training_curves"]
+           "plotly_title", "text_width_px", "orthographic_figure", "kappa_histograms", "read_training_log", "training_curves"]
 
 _NORTH = np.array([0.0, 0.0, 1.0])
 _UNIT_TOL = 1e-3
@@ -324,12 +324,41 @@ def sphere_figure(params: Mapping, ids: Sequence | None = None, captions: Sequen
     axis = dict(visible=False, range=[-1.05, 1.05])
     eye = 1.9 * _facing(points)
     fig = go.Figure(traces)
-    fig.update_layout(template=plotly_template(), title=title or projection.describe(), width=760, height=640,
+    fig.update_layout(template=plotly_template(), title=plotly_title(title or projection.describe(), 760), width=760,
+                      height=640,
                       scene=dict(xaxis=axis, yaxis=axis, zaxis=axis, aspectmode="cube",
                                  camera=dict(eye=dict(x=eye[0], y=eye[1], z=eye[2]))),
                       legend=dict(itemsizing="constant", title="mean marker size grows with κ"),
-                      margin=dict(l=0, r=0, t=50, b=0))
+                      margin=dict(l=0, r=0, t=70, b=0))
     return fig
+
+
+def text_width_px(text: str, size: float) -> float:
+    """Rendered width (pixels) of ``text`` in DejaVu Sans at ``size`` px (matplotlib's font metrics)."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    width, _, _ = TextToPath().get_text_width_height_descent(text, FontProperties(family="DejaVu Sans", size=size),
+                                                             ismath=False)
+    return float(width)
+
+
+def _fit_lines(text: str, width_px: float, size: float) -> list[str]:
+    lines: list[str] = []
+    for word in text.split():
+        if lines and text_width_px(lines[-1] + " " + word, size) <= width_px:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
+def plotly_title(text: str, width_px: int, size: int = 14, margin_px: int = 12) -> dict:
+    """A plotly title that fits the figure: left-aligned ``margin_px`` from the edge and wrapped with
+    ``<br>`` into lines no wider than ``width_px − 2 margin_px`` (DejaVu Sans metrics, the template's font)."""
+    lines = _fit_lines(text, width_px - 2 * margin_px, size)
+    return dict(text="<br>".join(html.escape(line) for line in lines), x=margin_px / width_px, xanchor="left",
+                xref="container", y=0.98, yanchor="top", font=dict(size=size))
 
 
 def _facing(points: Mapping[str, SpherePoints]) -> np.ndarray:
@@ -394,7 +423,7 @@ def orthographic_figure(params: Mapping, present: Mapping | None = None, rows: S
                            edgecolors="black", linewidths=0.4, zorder=2, label=m if side > 0 else None)
             ax.set(xlim=(-1.05, 1.05), ylim=(-1.05, 1.05), aspect="equal", title="front" if side > 0 else "back")
             ax.axis("off")
-        fig.legend(loc="lower center", ncol=len(points), title="marker size and sample opacity grow with κ")
+        fig.legend(loc="outside lower center", ncol=len(points), title="marker size and sample opacity grow with κ")
         fig.suptitle(title or projection.describe())
     return fig
 

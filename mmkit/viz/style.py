@@ -126,8 +126,13 @@ def _matplotlib_bytes(fig, fmt: str) -> bytes:
 
 def _plotly_static(fig, formats: Sequence[str], width: int | None, height: int | None,
                    scale: float) -> dict[str, bytes]:
-    """Render ``fig`` once per format with kaleido (one browser session for all of them)."""
+    """Render ``fig`` once per format with kaleido (one browser session for all of them), at the
+    figure's own layout size unless ``width``/``height`` are given (kaleido's default is 700 x 500,
+    which cuts off a wider figure's text)."""
     import plotly.io as pio
+
+    width = width or fig.layout.width
+    height = height or fig.layout.height
 
     try:
         from kaleido.errors import ChromeNotFoundError
@@ -158,8 +163,8 @@ def export(fig, path: str | os.PathLike, formats: Sequence[str] = STATIC_FORMATS
     (the same, rendered by kaleido with Chromium, and ``html``: a plotly figure always also gets
     its interactive ``<path>.html``, with plotly.js embedded so it opens offline).
     ``path`` is the file stem (``reports/figures/sphere``); a trailing ``.pdf``/``.svg``/``.png``/
-    ``.html`` is dropped. ``width``, ``height`` (layout pixels) and ``scale`` apply to plotly's
-    static images only; ``plotlyjs="cdn"`` makes the html small (4.8 MB less) but needs the
+    ``.html`` is dropped. ``width``, ``height`` (layout pixels; default: the figure's layout size)
+    and ``scale`` apply to plotly's static images only; ``plotlyjs="cdn"`` makes the html small (4.8 MB less) but needs the
     network to open. Every file is written atomically.
     """
     if isinstance(formats, str):

@@ -1,0 +1,130 @@
+"""The first hour: `make lab` (the Makefile target, the one JupyterLab command line, the kernel "mmkit",
+the widgets extension), the start-here notebook reusing the runs of `make reproduce` and showing what
+mmkit.retrieval ranks, and `train` saying which data it uses before it starts.
+
+The start-here notebook's plain run (training its quick pair) is one of tests/test_notebooks.py's
+notebooks; in a real browser it is tests/test_browser.py's."""
+import html
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from mmkit.app.browser import KERNEL_NAME, lab_command, register_kernel, widgets_extension
+from mmkit.app.notebook import notebook_path, run_notebook
+from mmkit.model.run import Run, encode_split
+from mmkit.pipeline.reproduce import run_dir
+from mmkit.training.demo import train_demo_runs
+from retrieval_oracle import expected_top_ids
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_make_lab_runs_the_one_lab_command(tmp_path):
+    """`make lab` runs `python -m mmkit lab --root notebooks`, which prints the URL and exactly the
+    command line lab_command builds (the browser test starts JupyterLab through the same CLI)."""
+    dry = subprocess.run(["make", "-n", "lab"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert dry.stdout.strip().splitlines()[-1] == ".venv/bin/python -m mmkit lab --root notebooks"
+    assert "lab" in next(line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith(".PHONY"))
+    done = subprocess.run([sys.executable, "-m", "mmkit", "lab", "--root", "notebooks", "--port", "8977", "--token",
+                           "t0k3n", "--print-command"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "http://127.0.0.1:8977/lab/tree/00_start_here.ipynb?token=t0k3n" in [ln.strip() for ln in lines]
+    cmd = shlex.split(lines[-1])
+    assert cmd == lab_command(ROOT / "notebooks", 8977, "t0k3n")
+    assert {"--no-browser", "--ServerApp.ip=127.0.0.1", "--ServerApp.port=8977", "--ServerApp.port_retries=0",
+            f"--ServerApp.root_dir={ROOT / 'notebooks'}"} <= set(cmd)
+    assert (ROOT / "notebooks" / "00_start_here.ipynb").resolve() == notebook_path("00_start_here.ipynb").resolve()
+    spec = json.loads((Path(sys.prefix) / "share" / "jupyter" / "kernels" / KERNEL_NAME / "kernel.json").read_text())
+    assert spec["display_name"] == KERNEL_NAME and spec["argv"][0] == sys.executable
+    line = widgets_extension()
+    assert "@jupyter-widgets/jupyterlab-manager" in line and "enabled" in line and "OK" in line
+    bad = subprocess.run([sys.executable, "-m", "mmkit", "lab", "--root", str(tmp_path / "missing"), "--print-command"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "is not a folder" in bad.stderr
+
+
+def test_kernel_registration_is_idempotent(tmp_path):
+    folder = register_kernel(tmp_path)
+    spec = folder / "kernel.json"
+    assert json.loads(spec.read_text())["display_name"] == "mmkit"
+    before = spec.stat().st_mtime_ns
+    assert register_kernel(tmp_path) == folder and spec.stat().st_mtime_ns == before     # left as it was
+    spec.write_text(json.dumps({**json.loads(spec.read_text()), "display_name": "renamed"}))
+    register_kernel(tmp_path)
+    assert json.loads(spec.read_text())["display_name"] == "mmkit"                      # repaired
+
+
+def test_train_without_data_says_which_data_before_it_starts(tmp_path):
+    cmd = [sys.executable, "-m", "mmkit", "train", "--out", str(tmp_path / "run"), "--epochs", "1", "--cache",
+           str(tmp_path / "cache"), "--no-progress", "--batch-size", "64"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("data: synthetic, the generated demo bundle") and "no --data was given" in lines[0]
+    assert "--data tiny" in lines[0]
+    assert lines[1].startswith("data: synthetic: train ") and lines[1].endswith(" items")
+    assert lines.index(next(ln for ln in lines if ln.startswith("best epoch"))) > 1        # said before training
+    assert Run(tmp_path / "run").manifest["data"] == "synthetic"
+
+
+def _outputs(executed, tag=None, index=None):
+    """Outputs of the code cell tagged ``tag``, or of the ``index``-th code cell of the committed notebook
+    (papermill's injected-parameters cell left out)."""
+    cells = [c for c in executed.cells
+             if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+    cell = next(c for c in cells if tag in c.metadata.get("tags", [])) if tag else cells[index]
+    return cell.outputs
+
+
+def test_start_here_reuses_the_runs_of_make_reproduce(tiny, tmp_path):
+    """With seed-0 Proposed and Baseline runs where `make reproduce` puts them, the notebook trains
+    nothing, loads their data, and shows the captions mmkit.retrieval ranks for audio & score."""
+    test = tiny["data"]["test"]
+    bundle = str(Path(tiny["data"]["train"].root))
+    trained = train_demo_runs(tiny["data"], tmp_path / "trained", epochs=2, data_spec=bundle, progress=False)
+    pipeline = tmp_path / "reports" / "runs"
+    for name, method, lam in (("Proposed", "proposed", 1.0), ("Baseline", "baseline", 0.0)):
+        shutil.copytree(trained[name], run_dir(pipeline, method, lam, 0))
+    out = run_notebook(notebook_path("00_start_here.ipynb"), tmp_path / "start.ipynb",
+                       {"pipeline_runs": str(pipeline), "cache": str(tiny["cache"]), "distance": "kl", "k": 4},
+                       cwd=tmp_path, progress=False)
+    executed = nbformat.read(out, as_version=4)
+    errors = [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, errors[:1]
+    said = "".join(o.get("text", "") for o in _outputs(executed, index=2))
+    assert "models: the runs of make reproduce" in said and str(run_dir(pipeline, "proposed", 1.0, 0)) in said
+    assert not (tmp_path / "runs").exists()                                               # nothing trained
+    # the ranked captions are mmkit.retrieval's top-k for {audio, image} of the first complete item -> text
+    first = next(r for r in range(len(test)) if all(test.present[m][r] for m in ("audio", "image", "text")))
+    query = str(test.ids[first])
+    shown = _outputs(executed, index=4)[0]["data"]["text/html"]
+    for name, run in trained.items():
+        enc = encode_split(Run(run).load_model(), test)
+        want = expected_top_ids(enc, test, {"audio": query, "image": query}, "text", "kl", 4)
+        block = shown.split(f"<b>{name}</b>")[1].split("</table>")[0]
+        captions = [c.split("</td>")[0] for c in block.split("<td>")[3::3]]
+        rows = {str(i): r for r, i in enumerate(test.ids)}
+        assert captions == [html.escape(str(test.captions[rows[i]])) for i in want], name
+    assert "application/vnd.jupyter.widget-view+json" in _outputs(executed, index=3)[0]["data"]     # audio + score
+    assert "application/vnd.jupyter.widget-view+json" in _outputs(executed, index=5)[0]["data"]     # the app
+    images = [o for o in _outputs(executed, tag="sphere") if "image/png" in o.get("data", {})]
+    assert len(images) == 1                                                               # the sphere figure
+    assert "application/vnd.plotly.v1+json" in _outputs(executed, index=7)[0]["data"]          # interactive sphere
+
+
+def test_start_here_is_committed_thin_and_clean():
+    nb = nbformat.read(notebook_path("00_start_here.ipynb"), as_version=4)
+    assert nb.metadata["kernelspec"]["name"] == KERNEL_NAME
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", []) and "check_parameters" in code[1].source
+    assert all(not c.outputs and c.execution_count is None for c in code)
+    assert len(code) <= 10 and sum(len(c.source.splitlines()) for c in code) < 120
+    with pytest.raises(Exception, match="'k' must be int"):
+        run_notebook(notebook_path("00_start_here.ipynb"), "/tmp/never.ipynb", {"k": "5"})
