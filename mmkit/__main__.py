@@ -1,12 +1,15 @@
 """Command-line entry point: ``python -m mmkit <command>``.
 
-Commands: ``build-data``, ``train``, ``evaluate`` and ``reproduce`` (the notebook pipeline).
+Commands: ``build-data``, ``train``, ``evaluate`` and ``reproduce`` (the notebook pipeline); ``lab``
+starts JupyterLab on the notebooks (``make lab``). ``train`` without ``--data`` trains on the synthetic
+demo bundle and says so before it starts.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,7 +24,61 @@ def _float_or_inf(text: str) -> float:
     return value
 
 
+def _fractions(text: str) -> tuple[float, float, float]:
+    parts = [float(x) for x in text.replace(",", " ").split()]
+    if len(parts) != 3 or any(not math.isfinite(x) or x < 0 for x in parts) or sum(parts) <= 0:
+        raise argparse.ArgumentTypeError(f"expected three non-negative numbers 'train,val,test', got {text!r}")
+    return parts[0], parts[1], parts[2]
+
+
+def _user_data_done(summary: dict) -> int:
+    """Print what build-data --from / import-features wrote (the skipped rows, the card)."""
+    print(f"bundle: {summary['bundle']}" + (" (unchanged inputs: reused)" if summary["bundle_reused"] else ""))
+    print(f"items={summary['items']} train={summary['train']} val={summary['val']} test={summary['test']} "
+          f"skipped={len(summary['skipped'])} seconds={summary['seconds']}")
+    for p in summary["skipped"]:
+        print(f"  skipped {p['source']} {p['where']} (id {p['item']!r}): {p['kind']}: {p['reason']}")
+    if summary.get("card"):
+        print(f"dataset card: {summary['card']}")
+    return 0
+
+
+def _build_from_media(args) -> int:
+    from mmkit.data.items import InputError
+    from mmkit.data.media import build_from_media
+
+    if not args.out:
+        print("error: build-data --from needs --out DIR (the bundle directory)", file=sys.stderr)
+        return 2
+    try:
+        summary = build_from_media(args.source, args.out, cache=args.cache, workers=args.workers,
+                                   skip_bad=args.skip_bad, render_audio=args.render_audio, fractions=args.split_fractions,
+                                   progress=not args.no_progress)
+    except (InputError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return _user_data_done(summary)
+
+
+def _import_features(args) -> int:
+    from mmkit.data.imports import import_features
+    from mmkit.data.items import InputError
+
+    vectors = {m: getattr(args, m) for m in ("audio", "image", "text") if getattr(args, m)}
+    try:
+        summary = import_features(args.out, vectors, ids=args.ids, captions=args.captions, splits=args.splits,
+                                  groups=args.groups, items=args.items, cache=args.cache, workers=args.workers,
+                                  skip_bad=args.skip_bad, fractions=args.split_fractions, name=args.name,
+                                  progress=not args.no_progress)
+    except (InputError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return _user_data_done(summary)
+
+
 def _build_data(args) -> int:
+    if args.source:
+        return _build_from_media(args)
     from mmkit.data.build import build_dataset
 
     summary = build_dataset(args.preset, cache=args.cache, collections=tuple(args.collections) if args.collections else None,
@@ -45,8 +102,16 @@ def _train(args) -> int:
         if value is not None:
             values[key] = value
     config = TrainConfig.from_dict(values)
-    data = resolve_data(args.data, cache_dir=args.cache, progress=not args.no_progress)
-    spec = args.data if args.data in ("tiny", "small", "full", "synthetic") else str(Path(args.data).resolve())
+    first_rank = os.environ.get("RANK", "0") == "0"   # under torchrun, said once
+    if args.data is None and first_rank:  # said before anything starts: the default is not music
+        print("data: synthetic, the generated demo bundle (random features with cross-modal structure, not music), "
+              "because no --data was given; for the music21 triplets pass --data tiny (200, ~1 min to build), "
+              "small (2,000, ~10 min) or full, or a bundle directory", flush=True)
+    data_arg = args.data or "synthetic"
+    data = resolve_data(data_arg, cache_dir=args.cache, progress=not args.no_progress)
+    spec = data_arg if data_arg in ("tiny", "small", "full", "synthetic") else str(Path(data_arg).resolve())
+    if first_rank:
+        print(f"data: {spec}: " + ", ".join(f"{name} {len(part)}" for name, part in data.items()) + " items", flush=True)
     summary = fit(config, data, args.out, progress=not args.no_progress, data_spec=spec, tensorboard=args.tensorboard)
     tasks = summary["val_tasks"]
     print(f"best epoch {summary['best_epoch']}: val mean MRR {summary['val_score']:.4f}")
@@ -122,6 +187,29 @@ def _study(args) -> int:
     return 1 if failed else 0
 
 
+def _lab_parser(sub) -> None:
+    lab = sub.add_parser("lab", help="start JupyterLab on the notebooks, as make lab does: kernel 'mmkit' registered, "
+                                     "widgets extension checked, URL printed")
+    lab.add_argument("--root", default="notebooks", help="folder served (default notebooks/, a link to mmkit/notebooks)")
+    lab.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: the first free one from 8888)")
+    lab.add_argument("--token", default=None, help="access token (default: a fresh random one, printed in the URL); "
+                                                  "'' for none")
+    lab.add_argument("--print-command", dest="print_command", action="store_true",
+                     help="prepare and print the JupyterLab command line, do not start it")
+    lab.add_argument("jupyter_args", nargs="*", metavar="-- JUPYTERLAB_OPTION", help="further JupyterLab options")
+
+
+def _lab(args) -> int:
+    from mmkit.app.browser import LabSetupError, start_lab
+
+    try:
+        start_lab(args.root, port=args.port, token=args.token, extra=args.jupyter_args, dry_run=args.print_command)
+    except LabSetupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmkit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,10 +220,41 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     b.add_argument("--card", default="reports/dataset_card.md", help="dataset card path ('' to skip)")
     b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--from", dest="source", metavar="ITEMS_CSV",
+                   help="build from your own media instead: a CSV with id, audio, score, caption[, group, split] "
+                        "(docs/your_data.md); needs --out; the card goes to OUT/card.md")
+    b.add_argument("--out", help="bundle directory written by --from")
+    b.add_argument("--skip-bad", dest="skip_bad", action="store_true",
+                   help="--from: leave out bad rows (listed in the card) instead of stopping")
+    b.add_argument("--render-audio", dest="render_audio", action="store_true",
+                   help="--from: items with a symbolic score and no recording get the score rendered to audio")
+    b.add_argument("--split-fractions", dest="split_fractions", type=_fractions, default=(0.8, 0.1, 0.1),
+                   metavar="TRAIN,VAL,TEST", help="--from: shares of the splits assigned by group (default 0.8,0.1,0.1)")
+    imp = sub.add_parser("import-features", help="write a bundle from precomputed embeddings (.npy, .npz, Parquet)")
+    imp.add_argument("--out", required=True, help="bundle directory to write")
+    for m in ("audio", "image", "text"):
+        imp.add_argument(f"--{m}", metavar="FILE[:KEY]",
+                         help=f"{m} vectors: .npy, .npz[:key] or .parquet[:column]"
+                              + (" ('captions': embed the captions with MiniLM)" if m == "text" else ""))
+    imp.add_argument("--ids", metavar="FILE[:KEY]", help="ids, row-aligned: .txt, .npy, .npz:key, .parquet:column, "
+                                                         ".csv:column (default: the id column of --items)")
+    imp.add_argument("--captions", metavar="FILE[:KEY]", help="captions, row-aligned (same kinds of file as --ids)")
+    imp.add_argument("--splits", metavar="FILE[:KEY]", help="train/val/test per row (default: assigned by group)")
+    imp.add_argument("--groups", metavar="FILE[:KEY]", help="groups kept in one split, per row")
+    imp.add_argument("--items", metavar="ITEMS_CSV",
+                     help="a build-data --from CSV joined by id: captions, groups, splits and media for the widget")
+    imp.add_argument("--name", default=None, help="bundle name (default: the folder name)")
+    imp.add_argument("--cache", default=None, help="cache for media and caption vectors (default $MMKIT_CACHE or .cache/mmkit)")
+    imp.add_argument("--workers", type=int, default=None, help="processes for the media of --items (default: all cores)")
+    imp.add_argument("--skip-bad", dest="skip_bad", action="store_true", help="leave out bad rows (listed in the card)")
+    imp.add_argument("--split-fractions", dest="split_fractions", type=_fractions, default=(0.8, 0.1, 0.1),
+                     metavar="TRAIN,VAL,TEST")
+    imp.add_argument("--no-progress", action="store_true")
     t = sub.add_parser("train", help="train one method with one seed into a run directory (resumable)")
     t.add_argument("--method", choices=METHODS)
-    t.add_argument("--data", "--preset", dest="data", default="synthetic",
-                   help="bundle directory or preset (tiny, small, full, synthetic); default synthetic")
+    t.add_argument("--data", "--preset", dest="data", default=None,
+                   help="bundle directory or preset (tiny, small, full, synthetic); without it: synthetic, the "
+                        "generated demo bundle (not music), and the command says so before it starts")
     t.add_argument("--cache", default=None, help="dataset cache directory (default $MMKIT_CACHE or .cache/mmkit)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--seed", type=int)
@@ -184,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--work", default="reports/runs/study", help="training runs (git-ignored)")
     st.add_argument("--tables-dir", dest="tables_dir", default="reports/tables")
     st.add_argument("--figures-dir", dest="figures_dir", default="reports/figures")
+    _lab_parser(sub)
     args, extra = parser.parse_known_args(argv)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -191,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         args.card = args.card or None
     handler = {"build-data": _build_data, "train": _train, "evaluate": _evaluate, "reproduce": _reproduce,
                "study": _study}
+    handler["import-features"] = _import_features
+    handler["lab"] = _lab
     return handler[args.command](args)
 
 

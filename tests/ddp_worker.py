@@ -1,4 +1,5 @@
 """One global training step under torchrun (or alone), saving loss and gradients (used by test_distributed)."""
+import faulthandler
 import sys
 
 import torch
@@ -27,5 +28,8 @@ def one_step(bundle: str, method: str) -> tuple[dict, int]:
 
 
 if __name__ == "__main__":
+    faulthandler.enable()  # a crash prints the Python stack of every thread (shown by the test on failure)
     result, rank = one_step(sys.argv[1], sys.argv[2])
+    print(f"rank {rank}: step done, process group destroyed", file=sys.stderr, flush=True)
     torch.save(result, f"{sys.argv[3]}.rank{rank}.pt")
+    print(f"rank {rank}: saved", file=sys.stderr, flush=True)

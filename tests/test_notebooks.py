@@ -1,25 +1,45 @@
-"""Every notebook executes top to bottom under papermill with tiny parameters (outputs to a temporary
-folder); committed notebooks carry no outputs; parameter validation stops bad calls."""
+"""Every notebook executes top to bottom under papermill with tiny parameters (outputs to temporary
+folders), one test per notebook so that each failure is reported on its own; committed notebooks
+carry no outputs; parameter validation stops bad calls."""
 import json
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from mmkit.app.notebook import NOTEBOOKS as NOTEBOOK_DIR
 from mmkit.app.notebook import ParameterError, check_parameters, declared_parameters, run_notebook
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+#: The one list of the notebooks and their tiny parameters (a new notebook adds its entry here). The
+#: session's data and output folders are added by ``_wiring``.
 TINY_PARAMETERS = {
+    "00_start_here.ipynb": {"epochs": 2, "distance": "kl", "k": 3},  # trains its quick pair (no pipeline runs there)
     "01_dataset.ipynb": {"n_show": 2},
     "02_train.ipynb": {"epochs": 3, "hidden": 32},
-    "03_evaluate.ipynb": {},  # its runs come from the 02 run below
-    "04_ablation.ipynb": {},  # likewise
+    "03_evaluate.ipynb": {"distance": "kl"},  # its runs: the 02 run (the `train_run` fixture)
+    "04_ablation.ipynb": {"distance": "kl"},  # likewise
     "05_runtime.ipynb": {"batch": 8, "backbone_batch": 4, "steps": 1, "repeats": 2},
     "06_sphere.ipynb": {"epochs": 2, "max_items": 10, "n_samples": 4, "plotly_formats": "html"},  # projects the 02 run
     "07_retrieval_demo.ipynb": {"epochs": 2, "distance": "kl", "k": 5},  # trains its quick pair (empty runs)
     # one seed of E1 with tiny training settings (a check of the driver, not study results)
     "08_when_ls_helps.ipynb": {"experiments": '["E1"]', "seeds": "0", "jobs": 1, "analyse": False,
                                "overrides": '{"epochs": 1, "batch_size": 16, "hidden": 16, "layers": 1, "n_samples": 4}'},
+}
+#: The notebooks that read the 02 run.
+USES_TRAIN_RUN = ("03_evaluate.ipynb", "04_ablation.ipynb", "06_sphere.ipynb")
+#: What each notebook must have written, relative to its test's folder (tables/, figures/, ...).
+OUTPUTS = {
+    "00_start_here.ipynb": ["demo-runs/proposed/best.pt", "demo-runs/baseline/best.pt"],
+    "02_train.ipynb": ["run/best.pt"],
+    "03_evaluate.ipynb": ["tables/recall_image.md", "figures/kappa_reliability.pdf"],
+    "04_ablation.ipynb": ["tables/lambda_sweep.md", "figures/lambda_sweep.pdf"],
+    "05_runtime.ipynb": ["tables/runtime.md", "figures/runtime.pdf"],
+    "06_sphere.ipynb": ["figures/sphere_d3.html", "figures/sphere_projection.html", "figures/sphere_d3_print.pdf",
+                        "figures/training_curves_d3.pdf"],
+    "07_retrieval_demo.ipynb": ["demo-runs/proposed/best.pt", "demo-runs/baseline/best.pt"],
+    "08_when_ls_helps.ipynb": ["store/E1/clean-baseline-s0.json", "store/E1/clean-debiased-s0.json",
+                               "store/E1/clean-proposed-0.1-s0.json", "store/E1/clean-proposed-s0.json"],
 }
 
 
@@ -33,51 +53,58 @@ def test_every_notebook_has_tiny_parameters_and_no_outputs():
                 assert not cell.outputs and cell.execution_count is None, f"{path.name} is committed with outputs"
 
 
-def _run(path, params, tmp_path):
-    out = run_notebook(path, tmp_path / path.name, params, cwd=tmp_path, progress=False)
+def _wiring(name: str, data: str, folder: Path, run: Path | None) -> dict:
+    """The parameters that point notebook ``name`` at this session's data and at ``folder`` for its
+    outputs (only those the notebook declares; absolute paths, so that nothing lands in the checkout)."""
+    values = {"data": data, "tables_dir": str(folder / "tables"), "figures_dir": str(folder / "figures"),
+              "train_dir": str(folder / "demo-runs"), "pipeline_runs": str(folder / "no-pipeline-runs"),
+              "store": str(folder / "store"), "work": str(folder / "work")}
+    if name == "02_train.ipynb":
+        values["out"] = str(folder / "run")
+    if name in USES_TRAIN_RUN:
+        values.update(runs=json.dumps([str(run)]), run=str(run), illustration_out=str(folder / "sphere-d3"))
+    declared = declared_parameters(NOTEBOOK_DIR / name)
+    return {k: v for k, v in values.items() if k in declared}
+
+
+def _execute(name: str, data: str, folder: Path, run: Path | None = None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    params = {**_wiring(name, data, folder, run), **TINY_PARAMETERS[name]}
+    out = run_notebook(NOTEBOOK_DIR / name, folder / name, params, cwd=folder, progress=False)
     executed = json.loads(out.read_text())
     errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert not errors
+    assert not errors, errors[0]
+    missing = [p for p in OUTPUTS.get(name, []) if not (folder / p).is_file()]
+    assert not missing, f"{name} did not write {missing}"
 
 
-def test_notebooks_execute(tiny, tmp_path):
-    data = str(Path(tiny["data"]["train"].root))
-    by_name = {p.name: p for p in NOTEBOOKS}
-    _run(by_name["01_dataset.ipynb"], {"data": data, **TINY_PARAMETERS["01_dataset.ipynb"]}, tmp_path)
-    run = str(tmp_path / "run")
-    _run(by_name["02_train.ipynb"], {"data": data, "out": run, **TINY_PARAMETERS["02_train.ipynb"]}, tmp_path)
-    tables, figures = tmp_path / "tables", tmp_path / "figures"
-    for name in ("03_evaluate.ipynb", "04_ablation.ipynb"):
-        _run(by_name[name], {"data": data, "runs": json.dumps([run]), "distance": "kl", "tables_dir": str(tables),
-                             "figures_dir": str(figures)}, tmp_path)
-    _run(by_name["05_runtime.ipynb"], {"tables_dir": str(tables), "figures_dir": str(figures),
-                                       **TINY_PARAMETERS["05_runtime.ipynb"]}, tmp_path)
-    for name in ("recall_image", "lambda_sweep", "runtime"):
-        assert (tables / f"{name}.md").is_file()
-    for name in ("kappa_reliability", "lambda_sweep", "runtime"):
-        assert (figures / f"{name}.pdf").is_file()
-    _run(by_name["06_sphere.ipynb"], {"data": data, "run": run, "illustration_out": str(tmp_path / "sphere-d3"),
-                                      "figures_dir": str(figures), **TINY_PARAMETERS["06_sphere.ipynb"]}, tmp_path)
-    for name in ("sphere_d3.html", "sphere_projection.html", "sphere_d3_print.pdf", "training_curves_d3.pdf"):
-        assert (figures / name).is_file()
-    demo = tmp_path / "demo-runs"
-    _run(by_name["07_retrieval_demo.ipynb"], {"data": data, "train_dir": str(demo),
-                                              **TINY_PARAMETERS["07_retrieval_demo.ipynb"]}, tmp_path)
-    assert all((demo / m / "best.pt").is_file() for m in ("proposed", "baseline"))
+@pytest.fixture(scope="module")
+def data(tiny) -> str:
+    return str(Path(tiny["data"]["train"].root))
 
 
-def test_the_study_notebook_runs_and_stores_its_runs(tiny, tmp_path):
-    data = str(Path(tiny["data"]["train"].root))
-    path = next(p for p in NOTEBOOKS if p.name == "08_when_ls_helps.ipynb")
-    store = tmp_path / "store"
-    _run(path, {"data": data, "store": str(store), "work": str(tmp_path / "work"), "tables_dir": str(tmp_path / "t"),
-                "figures_dir": str(tmp_path / "f"), **TINY_PARAMETERS[path.name]}, tmp_path)
-    assert sorted(p.name for p in (store / "E1").glob("*.json")) == [
-        "clean-baseline-s0.json", "clean-debiased-s0.json", "clean-proposed-0.1-s0.json", "clean-proposed-s0.json"]
+@pytest.fixture(scope="module")
+def train_run(data, tmp_path_factory) -> Path:
+    """02 executed once (its own test checks it); its run is the input of 03, 04 and 06."""
+    folder = tmp_path_factory.mktemp("02_train")
+    _execute("02_train.ipynb", data, folder)
+    return folder / "run"
+
+
+@pytest.mark.parametrize("name", sorted(TINY_PARAMETERS))
+def test_notebook_executes(name, data, request, tmp_path):
+    if name == "02_train.ipynb":
+        assert (request.getfixturevalue("train_run") / "best.pt").is_file()
+        return
+    run = request.getfixturevalue("train_run") if name in USES_TRAIN_RUN else None
+    _execute(name, data, tmp_path, run)
+    if name == "08_when_ls_helps.ipynb":  # the grid's runs of E1 at seed 0, nothing else
+        assert sorted(p.name for p in (tmp_path / "store" / "E1").glob("*.json")) == [
+            "clean-baseline-s0.json", "clean-debiased-s0.json", "clean-proposed-0.1-s0.json", "clean-proposed-s0.json"]
 
 
 def test_parameter_validation(tmp_path):
-    path = next(p for p in NOTEBOOKS if p.name == "02_train.ipynb")
+    path = NOTEBOOK_DIR / "02_train.ipynb"
     with pytest.raises(ParameterError, match=r"unknown parameter 'epoch'"):
         run_notebook(path, tmp_path / "x.ipynb", {"epoch": 3})
     with pytest.raises(ParameterError, match=r"'epochs' must be int, got str"):

@@ -134,7 +134,9 @@ def kappa_reliability(params, present, tasks=PAPER_TASKS, n_bins: int = 5, dista
 
     For each task, queries are binned by the quantiles of their (fused) kappa; returns per bin the
     kappa range, the number of queries and R@1 (%), and the Spearman correlation between kappa and
-    the reciprocal rank over all queries (positive: confident queries are retrieved better).
+    the reciprocal rank over all queries (positive: confident queries are retrieved better; tied
+    values get their average rank, as in ``scipy.stats.spearmanr``; NaN when kappa or the ranks
+    are constant or there are fewer than 3 queries).
     """
     out = {}
     ranked = evaluate_tasks(params, present, tasks=tasks, distance=distance, return_ranks=True, **score_kwargs)
@@ -151,8 +153,17 @@ def kappa_reliability(params, present, tasks=PAPER_TASKS, n_bins: int = 5, dista
             if chunk.numel():
                 bins.append({"kappa_min": float(kappa[chunk].min()), "kappa_max": float(kappa[chunk].max()),
                              "n": int(chunk.numel()), "R@1": 100.0 * float((ranks[chunk] <= 1).double().mean())})
-        rk = torch.argsort(torch.argsort(kappa)).double()
-        rr = torch.argsort(torch.argsort(1.0 / ranks)).double()
-        rho = float(torch.corrcoef(torch.stack([rk, rr]))[0, 1]) if len(rk) > 2 else math.nan
+        rho = _spearman(kappa, 1.0 / ranks)
         out[name] = {"bins": bins, "spearman_kappa_vs_reciprocal_rank": rho}
     return out
+
+
+def _spearman(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Spearman's rank correlation of two (n,) tensors, ties given their average rank (as
+    ``scipy.stats.spearmanr``); NaN for fewer than 3 values or a constant input."""
+    from scipy.stats import spearmanr
+
+    a, b = x.detach().double().cpu().numpy(), y.detach().double().cpu().numpy()
+    if len(a) < 3 or a.min() == a.max() or b.min() == b.max():
+        return math.nan
+    return float(spearmanr(a, b).statistic)

@@ -18,7 +18,7 @@ import re
 import numpy as np
 
 __all__ = ["SAMPLE_RATE", "AUDIO_SECONDS", "IMAGE_SHAPE", "midi_bytes", "synthesize", "engrave_svg", "rasterize",
-           "svg_text", "soundfont_path"]
+           "svg_text", "soundfont_path", "require_tinysoundfont", "TINYSOUNDFONT_INSTALL"]
 
 SAMPLE_RATE = 16_000
 AUDIO_SECONDS = 8.0
@@ -61,14 +61,33 @@ def midi_bytes(excerpt, seconds: float = AUDIO_SECONDS) -> tuple[bytes, float]:
     return translate.streamToMidiFile(ex).writestr(), bpm
 
 
+#: The one command that installs the synthesiser: without its declared pyaudio/portaudio dependency,
+#: which mmkit never uses (``[tool.mmkit] no-deps`` in pyproject.toml; README "Use mmkit as a library").
+TINYSOUNDFONT_INSTALL = "pip install --no-deps tinysoundfont==0.3.7"
+
+
+def require_tinysoundfont():
+    """The ``tinysoundfont`` module, or an ImportError that names the command installing it (a build
+    can call this once before rendering, to stop early with that message)."""
+    try:
+        import tinysoundfont
+        import tinysoundfont.midi  # noqa: F401 - the MIDI reader the sequencer needs
+    except ModuleNotFoundError as err:
+        if not (err.name or "").startswith("tinysoundfont"):
+            raise
+        raise ImportError(f"rendering audio needs tinysoundfont, which is not installed; install it with "
+                          f"`{TINYSOUNDFONT_INSTALL}` (--no-deps: its declared pyaudio dependency is "
+                          f"never used)") from err
+    return tinysoundfont
+
+
 _SYNTH = None
 
 
 def _synth():
     global _SYNTH
     if _SYNTH is None:
-        import tinysoundfont
-
+        tinysoundfont = require_tinysoundfont()
         synth = tinysoundfont.Synth(samplerate=SAMPLE_RATE, gain=-3)
         sfid = synth.sfload(soundfont_path())
         _SYNTH = (synth, sfid)
@@ -76,9 +95,11 @@ def _synth():
 
 
 def synthesize(midi: bytes, seconds: float = AUDIO_SECONDS) -> np.ndarray:
-    """Mono float32 audio ``(SAMPLE_RATE * seconds,)``, peak-normalised to 0.9."""
-    import tinysoundfont
-    from tinysoundfont.midi import load_memory
+    """Mono float32 audio ``(SAMPLE_RATE * seconds,)``, peak-normalised to 0.9.
+
+    Raises ImportError naming the pip command when tinysoundfont is not installed."""
+    tinysoundfont = require_tinysoundfont()
+    load_memory = tinysoundfont.midi.load_memory
 
     synth, sfid = _synth()
     synth.notes_off()
