@@ -31,8 +31,16 @@ def _fractions(text: str) -> tuple[float, float, float]:
     return parts[0], parts[1], parts[2]
 
 
-def _user_data_done(summary: dict) -> int:
-    """Print what build-data --from / import-features wrote (the skipped rows, the card)."""
+def _user_data(build, *args, **kwargs) -> int:
+    """Run build-data --from or import-features: bad input is an error message (exit 2), a result
+    prints what was written (the skipped rows, the card)."""
+    from mmkit.data.items import InputError
+
+    try:
+        summary = build(*args, **kwargs)
+    except (InputError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"bundle: {summary['bundle']}" + (" (unchanged inputs: reused)" if summary["bundle_reused"] else ""))
     print(f"items={summary['items']} train={summary['train']} val={summary['val']} test={summary['test']} "
           f"skipped={len(summary['skipped'])} seconds={summary['seconds']}")
@@ -44,36 +52,24 @@ def _user_data_done(summary: dict) -> int:
 
 
 def _build_from_media(args) -> int:
-    from mmkit.data.items import InputError
     from mmkit.data.media import build_from_media
 
     if not args.out:
         print("error: build-data --from needs --out DIR (the bundle directory)", file=sys.stderr)
         return 2
-    try:
-        summary = build_from_media(args.source, args.out, cache=args.cache, workers=args.workers,
-                                   skip_bad=args.skip_bad, render_audio=args.render_audio, fractions=args.split_fractions,
-                                   progress=not args.no_progress)
-    except (InputError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return _user_data_done(summary)
+    return _user_data(build_from_media, args.source, args.out, cache=args.cache, workers=args.workers,
+                      skip_bad=args.skip_bad, render_audio=args.render_audio, fractions=args.split_fractions,
+                      progress=not args.no_progress)
 
 
 def _import_features(args) -> int:
     from mmkit.data.imports import import_features
-    from mmkit.data.items import InputError
 
     vectors = {m: getattr(args, m) for m in ("audio", "image", "text") if getattr(args, m)}
-    try:
-        summary = import_features(args.out, vectors, ids=args.ids, captions=args.captions, splits=args.splits,
-                                  groups=args.groups, items=args.items, cache=args.cache, workers=args.workers,
-                                  skip_bad=args.skip_bad, fractions=args.split_fractions, name=args.name,
-                                  progress=not args.no_progress)
-    except (InputError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return _user_data_done(summary)
+    return _user_data(import_features, args.out, vectors, ids=args.ids, captions=args.captions, splits=args.splits,
+                      groups=args.groups, items=args.items, cache=args.cache, workers=args.workers,
+                      skip_bad=args.skip_bad, fractions=args.split_fractions, name=args.name,
+                      progress=not args.no_progress)
 
 
 def _build_data(args) -> int:

@@ -41,3 +41,16 @@ def tiny(tmp_path_factory):
     bundle = next(line.split(": ", 1)[1] for line in done.stdout.splitlines() if line.startswith("bundle: "))
     return {"cache": cache, "card": card, "last_line": done.stdout.strip().splitlines()[-1],
             "data": load_bundle(bundle)}
+
+
+@pytest.fixture(scope="session")  # session scope: checked before the session-wide `tiny` build starts
+def browser():
+    """The system Chromium for the real-browser tests: skipped without one, except under CI=true."""
+    from mmkit.app.browser import BrowserUnavailable, find_browser
+
+    try:
+        return find_browser()
+    except BrowserUnavailable as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true: the browser test must run, but {exc}")
+        pytest.skip(str(exc))

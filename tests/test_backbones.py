@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from mmkit.data import BundleError
 from mmkit.data.features import log_mel

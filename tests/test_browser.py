@@ -14,23 +14,13 @@ import os
 
 import pytest
 
-from mmkit.app.browser import BrowserUnavailable, demo_page, find_browser, start_here_page
+from mmkit.app.browser import demo_page, start_here_page
 from mmkit.core.io import atomic_write_bytes
 from mmkit.model.run import Run, encode_split
 from mmkit.training.demo import train_demo_runs
 from retrieval_oracle import expected_top_ids
 
 K = 10
-
-
-@pytest.fixture(scope="session")  # session scope: checked before the session-wide `tiny` build starts
-def browser():
-    try:
-        return find_browser()
-    except BrowserUnavailable as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true: the browser test must run, but {exc}")
-        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")

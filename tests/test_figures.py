@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import plotly.graph_objects as go  # noqa: E402
 import pytest  # noqa: E402
 
-from mmkit.viz.style import MODALITY_COLORS, BrowserNotFoundError, export, publication_style  # noqa: E402
+from mmkit.viz.style import MODALITY_COLORS, BrowserNotFoundError, export  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # the same figure, built in this process and in a fresh interpreter

@@ -7,7 +7,7 @@ import ot
 import pytest
 import torch
 
-from mmkit.core.ssw import (_gram_schmidt_2, _sort_last, _wp_bisection, circle_coordinates, random_stiefel_projections, sliced_w1_matrix, sliced_wasserstein_sphere, wasserstein_circle)
+from mmkit.core.ssw import (_gram_schmidt_2, _wp_bisection, circle_coordinates, random_stiefel_projections, sliced_w1_matrix, sliced_wasserstein_sphere, wasserstein_circle)
 
 P_VALUES = [1.0, 1.5, 2.0, 3.0]
 

@@ -619,18 +619,6 @@ def test_dataset_notebook_browses_the_users_bundle(built, tmp_path):
     assert "audio/wav" in text or "Audio" in text
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from mmkit.app.browser import BrowserUnavailable, find_browser
-
-    try:
-        return find_browser()
-    except BrowserUnavailable as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true: the browser test must run, but {exc}")
-        pytest.skip(str(exc))
-
-
 @pytest.mark.slow
 def test_widget_on_imported_embeddings_in_chromium(browser, embeddings, tmp_path):
     """The retrieval demo notebook in JupyterLab + chromium on an imported-embeddings bundle: the ids it

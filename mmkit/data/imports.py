@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from mmkit.data.items import InputError, Problem, read_items, sort_problems
-from mmkit.data.media import (_check_splits, _split_rows, caption_vectors, check_output_dir, entry_features,
-                              prepare_media, summary_fields, write_user_bundle)
+from mmkit.data.media import (caption_vectors, check_output_dir, entry_features, prepare_media, split_items,
+                              summary_fields, write_user_bundle)
 from mmkit.vocab import MODALITIES, SPLITS
 
 __all__ = ["PARQUET_HINT", "read_vectors", "read_strings", "import_features"]
@@ -336,16 +336,7 @@ def import_features(out: str | os.PathLike, vectors: dict[str, str | os.PathLike
         rec["source_image"] = r.score_source if r is not None else ""
         rec["_entries"] = e
         kept.append(rec)
-    conflicts = _split_rows(kept, id_label, seed, fractions)
-    if conflicts:
-        if not skip_bad:
-            raise InputError(problems + conflicts)
-        problems += conflicts
-        drop = {p.item for p in conflicts}
-        kept = [r for r in kept if r["id"] not in drop]
-    if not kept:
-        raise InputError(problems or [Problem(id_label, "file", None, "no-modality", "no rows")], hint=False)
-    _check_splits(kept)
+    kept = split_items(kept, problems, id_label, seed, fractions, skip_bad, "no rows")
     if vectors.get("text") == "captions":
         with_caption = [r for r in kept if r["caption"]]
         for r, v in zip(with_caption, caption_vectors([r["caption"] for r in with_caption], cache)):

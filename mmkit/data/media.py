@@ -568,17 +568,29 @@ def write_user_bundle(out: Path, rows: list[dict], name: str, modalities: list[s
     return False
 
 
-def _split_rows(items: list[dict], source: str, seed: int, fractions) -> list[Problem]:
-    """Set ``split`` on every item dict (leak-free by group); returns the conflicts as problems."""
+def split_items(items: list[dict], problems: list[Problem], source: str, seed: int, fractions, skip_bad: bool,
+                empty: str) -> list[dict]:
+    """Assign every item dict its ``split`` (leak-free by group), then drop the items of a group
+    given two splits (``skip_bad``: added to ``problems``; else an :class:`InputError` with all
+    problems so far) and check that no split is empty. Returns the kept items."""
     splits, conflicts = assign_splits([r["group"] for r in items], [r["split"] for r in items], seed, fractions)
-    problems = []
+    bad = []
     for i in conflicts:
         r = items[i]
-        problems.append(Problem(source, r["where"], r["id"], "split-conflict",
-                                f"group {r['group']!r} is also given another split than {r['split']!r}"))
-    for r, s in zip(items, splits):
-        r["split"] = s
-    return problems
+        bad.append(Problem(source, r["where"], r["id"], "split-conflict",
+                           f"group {r['group']!r} is also given another split than {r['split']!r}"))
+    for r, split in zip(items, splits):
+        r["split"] = split
+    if bad:
+        if not skip_bad:
+            raise InputError(problems + bad)
+        problems += bad
+        dropped = {p.item for p in bad}
+        items = [r for r in items if r["id"] not in dropped]
+    if not items:
+        raise InputError(problems or [Problem(source, "file", None, "no-modality", empty)], hint=False)
+    _check_splits(items)
+    return items
 
 
 def _check_splits(items: list[dict]) -> None:
@@ -655,16 +667,7 @@ def build_from_media(items_csv: str | os.PathLike, out: str | os.PathLike, cache
                       "source_audio": row.audio_source if m.audio and row.audio is not None else
                       (f"{row.score_source} (rendered)" if m.audio else ""),
                       "source_image": row.score_source, "_entries": m})
-    conflicts = _split_rows(items, source, seed, fractions)
-    if conflicts:
-        if not skip_bad:
-            raise InputError(problems + conflicts)
-        problems += conflicts
-        bad = {p.item for p in conflicts}
-        items = [r for r in items if r["id"] not in bad]
-    if not items:
-        raise InputError(problems or [Problem(source, "file", None, "no-modality", "no item rows")], hint=False)
-    _check_splits(items)
+    items = split_items(items, problems, source, seed, fractions, skip_bad, "no item rows")
     with_caption = [r for r in items if r["caption"]]
     vectors = caption_vectors([r["caption"] for r in with_caption], cache)
     for r, v in zip(with_caption, vectors):

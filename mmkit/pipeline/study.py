@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-import numpy as np
 import torch
 
 from mmkit.analysis.study import EXPERIMENTS, VARIANTS, load_results

@@ -43,8 +43,8 @@ import torch
 
 from mmkit.core.metrics import ranks_from_scores
 from mmkit.retrieval.scores import fuse_vmf_product, score
-from mmkit.viz.sphere import (SphereProjection, _check_params, _color, _great_circles, _numpy, _unit_rows, _view_basis,
-                              _fit_lines, fit_sphere_projection, plotly_title)
+from mmkit.viz.sphere import (fit_sphere_projection, plotly_title, sphere_backdrop, SphereProjection, _check_params,
+                              _color, _fit_lines, _great_circles, _numpy, _unit_rows, _view_basis)
 from mmkit.viz.style import MODALITY_COLORS, OKABE_ITO, plotly_template, publication_style
 from mmkit.vocab import DISTANCES, MODALITIES
 
@@ -577,12 +577,7 @@ def distribution_sphere(scene: DistributionScene, title: str | None = None, widt
     import plotly.graph_objects as go
 
     masses = scene.masses
-    u, v = np.meshgrid(np.linspace(0, 2 * np.pi, 49), np.linspace(0, np.pi, 25))
-    traces = [go.Surface(x=np.cos(u) * np.sin(v), y=np.sin(u) * np.sin(v), z=np.cos(v), name="sphere", opacity=0.18,
-                         showscale=False, colorscale=[[0, "#CCCCCC"], [1, "#CCCCCC"]], hoverinfo="skip")]
-    grid = np.concatenate([np.vstack([c, np.full((1, 3), np.nan)]) for c in _great_circles()])
-    traces.append(go.Scatter3d(x=grid[:, 0], y=grid[:, 1], z=grid[:, 2], mode="lines", name="grid", showlegend=False,
-                               line=dict(color="#E0E0E0", width=1), hoverinfo="skip"))
+    traces = sphere_backdrop(opacity=0.18, surface="#CCCCCC", grid="#E0E0E0")
 
     def add_cap(c: VmfCap, color: str, group: str, show: bool, which=None) -> None:
         for level, (angle, mass) in enumerate(sorted(zip(c.angles, masses), reverse=True)):

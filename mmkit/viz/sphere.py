@@ -270,6 +270,18 @@ def _great_circles(n_meridians: int = 6, n_points: int = 181) -> list[np.ndarray
     return circles
 
 
+def sphere_backdrop(opacity: float, surface: str, grid: str) -> list:
+    """The plotly traces of a translucent unit sphere and its great-circle grid (no hover, no legend)."""
+    import plotly.graph_objects as go
+
+    u, v = np.meshgrid(np.linspace(0, 2 * np.pi, 49), np.linspace(0, np.pi, 25))
+    circles = np.concatenate([np.vstack([c, np.full((1, 3), np.nan)]) for c in _great_circles()])
+    return [go.Surface(x=np.cos(u) * np.sin(v), y=np.sin(u) * np.sin(v), z=np.cos(v), name="sphere", opacity=opacity,
+                       showscale=False, colorscale=[[0, surface], [1, surface]], hoverinfo="skip"),
+            go.Scatter3d(x=circles[:, 0], y=circles[:, 1], z=circles[:, 2], mode="lines", name="grid",
+                         showlegend=False, line=dict(color=grid, width=1), hoverinfo="skip")]
+
+
 def _labels(values, n: int, name: str) -> list[str] | None:
     if values is None:
         return None
@@ -297,12 +309,7 @@ def sphere_figure(params: Mapping, ids: Sequence | None = None, captions: Sequen
     ids, captions = _labels(ids, n, "ids"), _labels(captions, n, "captions")
     points, projection = sphere_points(params, present, rows, max_items, n_samples, projection, seed)
     scale = _kappa_scale(points)
-    u, v = np.meshgrid(np.linspace(0, 2 * np.pi, 49), np.linspace(0, np.pi, 25))
-    traces = [go.Surface(x=np.cos(u) * np.sin(v), y=np.sin(u) * np.sin(v), z=np.cos(v), name="sphere", opacity=0.12,
-                         showscale=False, colorscale=[[0, "#BBBBBB"], [1, "#BBBBBB"]], hoverinfo="skip")]
-    grid = np.concatenate([np.vstack([c, np.full((1, 3), np.nan)]) for c in _great_circles()])
-    traces.append(go.Scatter3d(x=grid[:, 0], y=grid[:, 1], z=grid[:, 2], mode="lines", name="grid", showlegend=False,
-                               line=dict(color="#DDDDDD", width=1), hoverinfo="skip"))
+    traces = sphere_backdrop(opacity=0.12, surface="#BBBBBB", grid="#DDDDDD")
     for i, (m, p) in enumerate(points.items()):
         color, s = _color(m, i), _scaled(p.kappa, scale)
         names = [ids[r] if ids else f"row {r}" for r in p.rows]
