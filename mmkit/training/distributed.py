@@ -15,6 +15,7 @@ the heads over cached features, the default.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from dataclasses import dataclass
 from typing import Iterator
@@ -89,8 +90,9 @@ def distributed_session(device: torch.device) -> Iterator[DistributedContext]:
     or by an exception (``torch.distributed.destroy_process_group``, without the barrier, which
     could wait forever for a failed peer). Left alive, or destroyed while a peer still
     communicates, gloo's threads can abort the process with "terminate called without an active
-    exception" after its work is done. A group that already existed (initialised by the caller)
-    is left to its owner.
+    exception" after its work is done; unreachable autograd graphs that still reference the group
+    are collected before and after the teardown for the same reason. A group that already existed
+    (initialised by the caller) is left to its owner.
     """
     owned = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
     ctx = init_distributed(device)
@@ -100,4 +102,9 @@ def distributed_session(device: torch.device) -> Iterator[DistributedContext]:
             ctx.barrier()
     finally:
         if owned and dist.is_initialized():
+            # autograd graphs of the step (their nodes keep the group alive through the differentiable
+            # all-gather) can sit in reference cycles; freed by a later garbage collection, possibly
+            # during interpreter shutdown, they would destroy the group's gloo threads then
+            gc.collect()
             dist.destroy_process_group()
+            gc.collect()
