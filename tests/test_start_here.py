@@ -28,7 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_make_lab_runs_the_one_lab_command(tmp_path):
     """`make lab` runs `python -m mmkit lab --root notebooks`, which prints the URL and exactly the
     command line lab_command builds (the browser test starts JupyterLab through the same CLI)."""
-    dry = subprocess.run(["make", "-n", "lab"], cwd=ROOT, capture_output=True, text=True, check=True)
+    # --no-print-directory: under `make test` this make is a sub-make, which would print "Leaving directory"
+    dry = subprocess.run(["make", "-n", "--no-print-directory", "lab"], cwd=ROOT, capture_output=True, text=True,
+                         check=True)
     assert dry.stdout.strip().splitlines()[-1] == ".venv/bin/python -m mmkit lab --root notebooks"
     assert "lab" in next(line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith(".PHONY"))
     done = subprocess.run([sys.executable, "-m", "mmkit", "lab", "--root", "notebooks", "--port", "8977", "--token",

@@ -148,6 +148,13 @@ def _plotly_static(fig, formats: Sequence[str], width: int | None, height: int |
                     "plotly static export (kaleido) found no Chromium browser; install the system one "
                     "(Debian/Ubuntu: apt-get install chromium) or export formats=('html',) only") from None
             raise
+        for fmt, f in zip(formats, files):  # kaleido can drop a page of a batch without an error (seen under load)
+            for _ in range(2):
+                if f.is_file() and f.stat().st_size:
+                    break
+                pio.write_image(fig, f, format=fmt, width=width, height=height, scale=scale)
+            if not (f.is_file() and f.stat().st_size):
+                raise RuntimeError(f"plotly static export (kaleido) wrote no {fmt} file, after two retries of it alone")
         return {fmt: f.read_bytes() for fmt, f in zip(formats, files)}
 
 
