@@ -375,3 +375,16 @@ def test_lambda_axis_is_broken_between_the_limit_case_and_the_sweep():
     plain = lambda_sweep_figure([r for r in rows if r["lambda_s"] != "1e-12"])
     assert len(plain.axes) == 3
     assert not [ln for ax in plain.axes for ln in ax.get_lines() if ln.get_gid() == "axis-break"]
+
+
+def test_wilson_interval_is_exact_at_zero_and_all_hits_and_the_figure_draws_them():
+    """0 hits: lower bound exactly 0 (rounding left 5.6e-17, a negative error bar matplotlib
+    refused: a kappa bin without a hit stopped reproduce --data on a user's bundle)."""
+    from mmkit.viz.results import kappa_reliability_figure, wilson_interval
+
+    assert wilson_interval(0, 7)[0] == 0.0 and wilson_interval(7, 7)[1] == 1.0
+    ranks_bin = {"bins": [{"kappa_min": 1.0, "kappa_max": 2.0, "n": 7, "R@1": 0.0},
+                          {"kappa_min": 2.0, "kappa_max": 3.0, "n": 7, "R@1": 100.0}],
+                 "spearman_kappa_vs_reciprocal_rank": 0.1}
+    fig = kappa_reliability_figure({"A->I": ranks_bin, "A&T->I": ranks_bin})
+    assert fig.axes

@@ -116,7 +116,8 @@ def wilson_interval(hits: int, n: int, z: float = 1.959963984540054) -> tuple[fl
     p = hits / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # exact at the ends (0 hits: lower bound 0; all hits: upper bound 1), where rounding leaves ~1e-17
+    return (0.0 if hits == 0 else max(0.0, centre - half)), (1.0 if hits == n else min(1.0, centre + half))
 
 
 def kappa_reliability_groups(reliability: dict[str, dict]) -> dict[str, dict]:
@@ -174,7 +175,7 @@ def kappa_reliability_figure(reliability: dict[str, dict], title: str = ""):
             st = styles[name]
             x = [i + 1 + st["offset"] for i in range(len(g["bins"]))]
             y = [b["R@1"] for b in g["bins"]]
-            err = [[b["R@1"] - b["low"] for b in g["bins"]], [b["high"] - b["R@1"] for b in g["bins"]]]
+            err = [[max(0.0, b["R@1"] - b["low"]) for b in g["bins"]], [max(0.0, b["high"] - b["R@1"]) for b in g["bins"]]]
             lo, hi = g["rho"]
             ax.errorbar(x, y, yerr=err, marker=st["marker"], ls=st["ls"], color=st["color"], capsize=2.5,
                         label=f"{name}: {len(g['tasks'])} tasks, ρ {lo:+.2f} to {hi:+.2f}")
