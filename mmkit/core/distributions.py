@@ -120,6 +120,23 @@ def _expand_spherical(self, cls, batch_shape, _instance):
     return new
 
 
+class _SphericalLocConcentration(Distribution):
+    """Shared by the distributions on ``S^{d-1}`` with a mean direction ``loc`` (*B, d) and a
+    concentration (*B): their constraints, support (the unit sphere), construction and ``expand``."""
+
+    arg_constraints = {"loc": unit_vector, "concentration": finite_positive}
+    support = unit_vector
+    has_rsample = True
+
+    def __init__(self, loc, concentration, validate_args=None):
+        self.loc, self.concentration = _spherical_parameters(loc, concentration, type(self).__name__)
+        self.dim = self.loc.shape[-1]
+        super().__init__(self.loc.shape[:-1], self.loc.shape[-1:], validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        return _expand_spherical(self, type(self), batch_shape, _instance)
+
+
 def _log_normalizer_from_bessel(d: int, kappa: Tensor, log_bessel: Tensor) -> Tensor:
     return (0.5 * d - 1.0) * torch.log(kappa) - 0.5 * d * math.log(2.0 * math.pi) - log_bessel
 
@@ -398,7 +415,7 @@ def vmf_marginal_dkappa(d: int, kappa: Tensor, s: Tensor, mean_resultant: Tensor
 # ----------------------------------------------------------------------------------------------
 # distributions
 # ----------------------------------------------------------------------------------------------
-class VonMisesFisher(Distribution):
+class VonMisesFisher(_SphericalLocConcentration):
     r"""von Mises–Fisher distribution on ``S^{d-1}``: density ``C_d(kappa) exp(kappa loc^T z)``.
 
     ``C_d(kappa) = kappa^{d/2-1} / ((2 pi)^{d/2} I_{d/2-1}(kappa))``, computed in float64 log space
@@ -437,17 +454,6 @@ class VonMisesFisher(Distribution):
     tensor(0.4647)
     """
 
-    arg_constraints = {"loc": unit_vector, "concentration": finite_positive}
-    support = unit_vector
-    has_rsample = True
-
-    def __init__(self, loc, concentration, validate_args=None):
-        self.loc, self.concentration = _spherical_parameters(loc, concentration, "VonMisesFisher")
-        self.dim = self.loc.shape[-1]
-        super().__init__(self.loc.shape[:-1], self.loc.shape[-1:], validate_args=validate_args)
-
-    def expand(self, batch_shape, _instance=None):
-        return _expand_spherical(self, VonMisesFisher, batch_shape, _instance)
 
     # -- special functions ---------------------------------------------------------------------
     @lazy_property
@@ -555,7 +561,7 @@ class HypersphericalUniform(Distribution):
         return f"HypersphericalUniform(dim: {self.dim})"
 
 
-class PowerSpherical(Distribution):
+class PowerSpherical(_SphericalLocConcentration):
     """Power Spherical distribution (De Cao & Aziz 2020): density ∝ ``(1 + loc^T z)^kappa``.
 
     A rejection-free alternative to the vMF: ``t = loc^T z = 2 x - 1`` with
@@ -576,17 +582,6 @@ class PowerSpherical(Distribution):
     torch.Size([5, 2, 3])
     """
 
-    arg_constraints = {"loc": unit_vector, "concentration": finite_positive}
-    support = unit_vector
-    has_rsample = True
-
-    def __init__(self, loc, concentration, validate_args=None):
-        self.loc, self.concentration = _spherical_parameters(loc, concentration, "PowerSpherical")
-        self.dim = self.loc.shape[-1]
-        super().__init__(self.loc.shape[:-1], self.loc.shape[-1:], validate_args=validate_args)
-
-    def expand(self, batch_shape, _instance=None):
-        return _expand_spherical(self, PowerSpherical, batch_shape, _instance)
 
     @property
     def _alpha_beta(self) -> tuple[Tensor, float]:
