@@ -118,6 +118,30 @@ def test_debiased_objective_draws_a_second_full_size_set(seeded):
     assert not torch.allclose(t_plain["L_S"], t_deb["L_S"])
 
 
+def test_as_published_objective_samples_and_measures_like_the_reference_code(seeded):
+    """With as_published (the study's E8) the objective draws with the reference sampler and L_S
+    uses the reference circle W_1: the same draws and projections give exactly that L_S and L_C."""
+    from mmkit.core.published import PublishedVonMisesFisher
+    from mmkit.model.losses import TrainingObjective
+
+    b, d = 8, 6
+    outputs = {m: (unit(b, d).float(), torch.full((b,), 20.0)) for m in ("audio", "image", "text")}
+    present = {m: torch.ones(b, dtype=torch.bool) for m in outputs}
+    objective = TrainingObjective("proposed", n_samples=4, n_projections=5, as_published=True)
+    torch.manual_seed(11)
+    terms = objective(outputs, present, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(11)
+    drawn = {m: PublishedVonMisesFisher(loc, k, validate_args=False).rsample((4,)).transpose(0, 1)
+             for m, (loc, k) in outputs.items()}
+    proj = random_stiefel_projections(d, 5, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(terms["L_S"], ssw_loss(drawn, projections=proj, as_published=True))
+    assert not torch.allclose(terms["L_S"], ssw_loss(drawn, projections=proj))
+    plain = TrainingObjective("proposed", n_samples=4, n_projections=5)
+    plain.load_state_dict(objective.state_dict())
+    torch.manual_seed(11)
+    assert not torch.allclose(plain(outputs, present, generator=torch.Generator().manual_seed(1))["L_C"], terms["L_C"])
+
+
 def test_match_probability_against_loop():
     x, y = torch.randn(3, 2, 4, dtype=torch.float64), torch.randn(2, 3, 4, dtype=torch.float64)
     a, b = torch.tensor(2.0, dtype=torch.float64), torch.tensor(0.5, dtype=torch.float64)

@@ -197,3 +197,28 @@ def test_evaluate_tasks_with_distributional_distance():
     out = evaluate_tasks(params, present, distance="ssw", n_samples=8, n_projections=20, return_ranks=True)
     assert len(out) == 9 and all(v["R@1"] == 100.0 for v in out.values())
     assert out["A&T->I"]["ranks"].shape == (25,)
+
+
+def test_as_published_ranking_is_ssw_with_the_reference_defects_only():
+    """score(as_published=True) (the study's E8, descriptive): the reference sampler and circle W_1,
+    reproducible for a seed, different from the correct SSW ranking; other distances refuse it."""
+    from mmkit.core.published import PublishedVonMisesFisher
+    from mmkit.core.ssw import random_stiefel_projections
+    from mmkit.retrieval.scores import score, ssw_scores
+
+    g = torch.Generator().manual_seed(3)
+    loc = torch.nn.functional.normalize(torch.randn(6, 16, generator=g, dtype=torch.float64), dim=-1)
+    kappa = torch.full((6,), 60.0, dtype=torch.float64)
+    got = score([(loc, kappa)], (loc, kappa), distance="ssw", n_samples=8, n_projections=10, seed=4, as_published=True)
+    draws = []
+    for seed in (5, 105):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            draws.append(PublishedVonMisesFisher(loc, kappa).sample((8,)).transpose(0, 1))
+    proj = random_stiefel_projections(16, 10, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    # (the single-modality "fusion" renormalises loc: equal to rounding)
+    torch.testing.assert_close(got, ssw_scores(*draws, proj, as_published=True), rtol=0, atol=1e-12)
+    assert not torch.allclose(got, score([(loc, kappa)], (loc, kappa), distance="ssw", n_samples=8, n_projections=10,
+                                         seed=4))
+    with pytest.raises(ValueError, match="distance='ssw'"):
+        score([(loc, kappa)], (loc, kappa), distance="kl", as_published=True)

@@ -178,6 +178,29 @@ def test_mutant_w1_skipping_first_arc_is_rejected():
     assert max(errors) > 1e-2  # the emd2 oracle test (tolerance 1e-12) rejects it
 
 
+def test_as_published_flag_reproduces_the_defect_everywhere():
+    """The study's E8 flag computes exactly the defective W_1 above: in wasserstein_circle, in the
+    batched SSW of training (through circle_coordinates) and in the ranking kernel; p > 1 is refused."""
+    rng = np.random.default_rng(11)
+    u, v = t64(rng.random((40, 7))), t64(rng.random((40, 5)))
+    torch.testing.assert_close(wasserstein_circle(u, v, as_published=True), _w1_from_smallest_sample(u, v),
+                               rtol=0, atol=1e-14)
+    assert wasserstein_circle(t64([0.3]), t64([0.6]), as_published=True).item() == pytest.approx(0.4, abs=1e-15)
+    g = torch.Generator().manual_seed(12)
+    x, y = unit(4, 9, 5, generator=g), unit(3, 6, 5, generator=g)
+    proj = random_stiefel_projections(5, 7, generator=g, dtype=torch.float64)
+    cu, cv = circle_coordinates(x, proj), circle_coordinates(y, proj)  # (4, 7, 9), (3, 7, 6)
+    per_pair = _w1_from_smallest_sample(cu[:, None].expand(4, 3, 7, 9), cv[None].expand(4, 3, 7, 6)).mean(-1)  # (4, 3)
+    torch.testing.assert_close(sliced_w1_matrix(cu, cv, as_published=True), per_pair, rtol=0, atol=1e-14)
+    torch.testing.assert_close(sliced_wasserstein_sphere(x[:, None], y[None], projections=proj, as_published=True),
+                               per_pair, rtol=0, atol=1e-14)
+    assert not torch.allclose(sliced_w1_matrix(cu, cv), per_pair)  # the default is the correct one
+    with pytest.raises(ValueError, match="p = 1"):
+        wasserstein_circle(u, v, p=2.0, as_published=True)
+    with pytest.raises(ValueError, match="bool"):
+        sliced_w1_matrix(cu, cv, as_published="yes")
+
+
 # ------------------------------------------------------------------------------------------
 # sliced_wasserstein_sphere
 # ------------------------------------------------------------------------------------------

@@ -510,3 +510,31 @@ def test_module_doctests():
     result = doctest.testmod(st, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 15
     assert result.failed == 0
+
+
+def test_seed_bootstrap_matches_the_paired_t_interval_and_holds_its_level():
+    """One value per seed (κ AUROCs): the calibrated seed bootstrap has the standard error of the
+    paired Student-t interval (an independent closed form; measured within 2.5 %) and its width
+    (measured 0.89-1.06 of it, 0.98 on average: a percentile interval of 5 points is skewed where
+    the data are), and under a true null with S = 5 it rejects at about the nominal rate (measured
+    6.2 % over 1,000 simulated experiments; the bound 8.5 % is that plus 3 binomial SE)."""
+    from scipy import stats as st
+
+    from mmkit.analysis.statistics import seed_bootstrap
+
+    rng = np.random.default_rng(5)
+    widths = []
+    for k in range(20):
+        a, b = rng.normal(0.6, 0.05, 5), rng.normal(0.55, 0.05, 5)
+        res = seed_bootstrap(a, b, n_resamples=4000, seed=k)
+        d = a - b
+        se = d.std(ddof=1) / math.sqrt(5)
+        assert res.difference == pytest.approx(d.mean()) and res.df == pytest.approx(4.0)
+        assert abs(res.se / se - 1) < 0.05 and res.ci_low < d.mean() < res.ci_high
+        widths.append((res.ci_high - res.ci_low) / (2 * st.t.ppf(0.975, 4) * se))
+    assert 0.8 < min(widths) and max(widths) < 1.2 and abs(np.mean(widths) - 1) < 0.05
+    rejections = sum(seed_bootstrap(rng.normal(0, 1, 5), rng.normal(0, 1, 5), n_resamples=1000, seed=i).p_value < 0.05
+                     for i in range(1000))
+    assert rejections / 1000 < 0.085
+    with pytest.raises(ValueError, match="one value per seed"):
+        seed_bootstrap([0.5], [0.4])

@@ -26,7 +26,10 @@ def test_the_grid_follows_the_protocol():
     e7 = {s.level: s.config() for s in grid(["E7"], seeds=[0]) if s.variant == "proposed"}
     assert {k: (c.contrastive, c.batch_size) for k, c in e7.items()} == {
         "pcme-b128": ("pcme", 128), "pcme-b32": ("pcme", 32), "infonce-b32": ("infonce", 32)}
-    assert sum(len(grid([e])) for e in EXPERIMENTS) == 40 + 60 + 30 + 30 + 30 + 15 + 45 + 10
+    e8 = {s.variant: s.config() for s in grid(["E8"], seeds=[0])}
+    assert set(e8) == {"baseline", "proposed"} and all(c.as_published for c in e8.values())
+    assert not any(s.config().as_published for e in EXPERIMENTS if e != "E8" for s in grid([e], seeds=[0]))
+    assert sum(len(grid([e])) for e in EXPERIMENTS) == 40 + 60 + 30 + 30 + 30 + 15 + 45 + 10 + 10
     with pytest.raises(ValueError, match="unknown experiment"):
         grid(["E42"])
 
@@ -59,6 +62,17 @@ def test_runs_are_stored_complete_and_skipped_once_done(tiny, tmp_path, capsys):
         assert "git_commit" in r and len(r["data_sha256"]) == 64 and r["train_sha256"] != r["data_sha256"]
     again = run_grid(specs, store=tmp_path / "store", work=tmp_path / "work", jobs=2, log=lines.append)
     assert again == [] and "2 stored, 0 to run" in lines[-1]
+    # a run stored before a TrainConfig setting existed (at its default) is still the same run
+    path = result_path(specs[0], tmp_path / "store")
+    older = json.loads(path.read_text())
+    del older["config"]["as_published"]
+    path.write_text(json.dumps(older))
+    assert run_grid(specs, store=tmp_path / "store", work=tmp_path / "work", jobs=2, log=lines.append) == []
+    older["config"]["epochs"] = 2  # another setting: not the same run
+    path.write_text(json.dumps(older))
+    assert specs[0].name in missing_runs("E3", tmp_path / "store", data=data, overrides=SMALL, seeds=[0])
+    assert [r["run"] for r in run_grid(specs[:1], store=tmp_path / "store", work=tmp_path / "work2", jobs=1,
+                                       log=lines.append)] == [specs[0].name]
     e1 = grid(["E1"], data=data, overrides=SMALL, seeds=[0])[0]
     run_grid([e1], store=tmp_path / "store", work=tmp_path / "work", jobs=1, log=lines.append)
     clean = load_results("E1", tmp_path / "store")[0]["splits"]
@@ -78,3 +92,18 @@ def test_the_grid_runs_through_submitit(tiny, tmp_path):
     assert len(dropped) == round(0.6 * len(tiny["data"]["train"])) and set(dropped) <= {"audio", "image", "text"}
     present = stored["splits"]["train"]["present"]
     assert sum(len(p) - sum(p) for p in present.values()) == len(dropped)
+
+
+def test_as_published_runs_store_the_descriptive_ranking(tiny, tmp_path):
+    """E8 trains with the reference code's defects and stores, besides the two correct rankings, the
+    descriptive one with the same defects (docs/study.md §5), from which the analysis reports rows
+    without verdicts."""
+    data = str(tiny["data"]["train"].root)
+    spec = next(s for s in grid(["E8"], data=data, overrides=SMALL, seeds=[0]) if s.variant == "proposed")
+    run_grid([spec], store=tmp_path / "store", work=tmp_path / "work", jobs=1, log=lambda _: None)
+    stored = load_results("E8", tmp_path / "store")[0]
+    assert stored["config"]["as_published"] is True
+    for split in ("val", "test"):
+        distances = stored["splits"][split]["distances"]
+        assert sorted(distances) == ["cosine", "ssw", "ssw-as-published"] and len(distances["ssw-as-published"]) == 9
+        assert distances["ssw-as-published"] != distances["ssw"]

@@ -101,7 +101,9 @@ def test_analyse_refuses_an_incomplete_grid_and_writes_the_summary(tmp_path):
     lines = report("E3", tmp_path / "store", tmp_path / "tables", tmp_path / "figures", n_resamples=1000)
     assert (tmp_path / "figures" / "study_differences.pdf").is_file() and (tmp_path / "figures" / "study_kappa_auroc.png").is_file()
     lines = [line for line in lines if not line.startswith("figure:")]
-    assert len(lines) == 5 and lines[0].startswith("E3 (wrong pairs): 30 runs")
+    assert len(lines) == 1 + 4 + 4 and lines[0].startswith("E3 (wrong pairs): 30 runs")  # header, patterns, κ tests
+    assert sum(line.startswith("  κ auroc_mean") for line in lines) == 4
+    assert (tmp_path / "tables" / "study_kappa_tests.csv").is_file()
     with open(tmp_path / "tables" / "study_summary.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0])[:11] == ["experiment", "level", "method", "task", "metric", "difference", "ci_low", "ci_high",
@@ -113,3 +115,81 @@ def test_analyse_refuses_an_incomplete_grid_and_writes_the_summary(tmp_path):
     with open(tmp_path / "tables" / "study_summary.csv", newline="") as fh:
         assert len(list(csv.DictReader(fh))) == len(rows)
     assert not math.isnan(float(rows[0]["difference"]))
+
+
+def _e2_store(effects):
+    """E2's four levels plus E1's runs (seeds 0-4) as the reference level "all"; ``effects`` maps a
+    level (or "all") to the proposed variant's effect."""
+    e = EXPERIMENTS["E2"]
+    runs = [_run("E2", level, v, s, effects.get(level, "same") if v == "proposed" else "same" if v == "debiased" else "base")
+            for s in e.seeds for level in e.levels for v in e.variants]
+    e1 = [_run("E1", "clean", v, s, effects.get("all", "same") if v == "proposed" else "same" if v == "debiased" else "base")
+          for s in e.seeds for v in e.variants]
+    return runs, e1
+
+
+def test_e2_slope_is_the_ols_slope_of_mean9_and_finds_a_gain_that_grows_as_n_falls(tmp_path):
+    """H4: with a gain only at N = 100 and 200 the slope of Δ mean9 on log2 N is negative and its
+    interval excludes 0; it equals np.polyfit of the five per-level mean9 differences (the "all"
+    level from E1's runs); without any effect the interval covers 0. E2 is analysed only with E1's
+    seeds 0-4 stored."""
+    import json
+
+    from mmkit.analysis.study import SLOPE_TASK, reference_runs
+
+    runs, e1 = _e2_store({100: "better", 200: "better"})
+    rows = compare_experiment("E2", runs + [{**r, "level": "all"} for r in e1], families=FAMILIES[:1], n_resamples=2000)
+    primary = [r for r in rows if r["task"] not in ("mean9", SLOPE_TASK)]
+    assert len(primary) == 9 * 2 * 4 and not any(r["level"] == "all" for r in rows)  # "all" is not in E2's family
+    slope = next(r for r in rows if r["task"] == SLOPE_TASK and r["method"] == "proposed")
+    nine = {r["level"]: r["difference"] for r in rows if r["task"] == "mean9" and r["method"] == "proposed"}
+    by = {}
+    for r in e1:
+        by.setdefault(r["variant"], []).append(np.mean([np.mean(1 / np.array(t["ranks"]))
+                                                        for t in r["splits"]["test"]["distances"]["ssw"].values()]))
+    nine["all"] = np.mean(by["proposed"]) - np.mean(by["baseline"])
+    x = np.log2([100, 200, 400, 800, 1627])
+    expected = np.polyfit(x, [nine[k] for k in ("100", "200", "400", "800", "all")], 1)[0]
+    assert slope["difference"] == pytest.approx(expected, rel=1e-9) and slope["ci_high"] < 0
+    assert slope["verdict"] == "" and math.isnan(slope["p_holm"])
+    flat_runs, flat_e1 = _e2_store({})
+    flat = compare_experiment("E2", flat_runs + [{**r, "level": "all"} for r in flat_e1], families=FAMILIES[:1],
+                              n_resamples=2000)
+    flat_slope = next(r for r in flat if r["task"] == SLOPE_TASK and r["method"] == "proposed")
+    assert flat_slope["ci_low"] < 0 < flat_slope["ci_high"]
+    store = tmp_path / "store"
+    for r in runs:
+        (store / "E2").mkdir(parents=True, exist_ok=True)
+        (store / "E2" / f"{r['level']}-{r['variant']}-s{r['seed']}.json").write_text(json.dumps(r))
+    with pytest.raises(ValueError, match="all-baseline-s0"):
+        list(analyse("E2", store, tmp_path / "tables", n_resamples=500))
+    (store / "E1").mkdir()
+    for r in e1:
+        (store / "E1" / f"clean-{r['variant']}-s{r['seed']}.json").write_text(json.dumps(r))
+    assert {r["level"] for r in reference_runs("E2", store)} == {"all"} and len(reference_runs("E2", store)) == 15
+    lines = list(analyse("E2", store, tmp_path / "tables", n_resamples=500))
+    assert lines[0].startswith("E2 (few pairs): 75 runs")
+
+
+def test_kappa_tests_find_a_known_kappa_signal_and_no_false_one():
+    """H12: a variant whose κ is 50 lower on the perturbed items flags them (AUROC 1 against
+    Baseline's ~0.5: the Holm-adjusted test is significant), Baseline does not beat chance. H3 (E1):
+    a variant with a larger mean log κ on every seed is found larger."""
+    from mmkit.analysis.study import kappa_tests
+
+    tests = kappa_tests("E3", _store({}, kappa_gap={"proposed": 50.0}), n_resamples=4000)
+    h12 = {(t["level"], t["method"]): t for t in tests if t["family"] == "H12"}
+    assert set(h12) == {(lv, m) for lv in ("0.2", "0.4") for m in ("proposed", "debiased")}
+    assert all(h12[(lv, "proposed")]["ci_low"] > 0.3 and h12[(lv, "proposed")]["p_holm"] < 0.05 for lv in ("0.2", "0.4"))
+    assert all(h12[(lv, "debiased")]["ci_low"] < 0 < h12[(lv, "debiased")]["ci_high"] for lv in ("0.2", "0.4"))
+    chance = [t for t in tests if t["family"] == "chance" and t["method"] == "baseline" and t["score"] == "auroc_mean"]
+    assert chance and all(t["ci_low"] < 0 < t["ci_high"] for t in chance) and all(math.isnan(t["p_holm"]) for t in chance)
+    assert {t["score"] for t in tests if t["family"] == "secondary"} == {"auroc_audio", "auroc_image", "auroc_text"}
+    e1 = []
+    for s in range(10):
+        for v, shift in (("baseline", 0.0), ("proposed", 0.3), ("debiased", 0.3), ("proposed-0.1", 0.0)):
+            mean_log = {m: {"mean_log": 4.6 + shift + 0.05 * np.sin(s + k)} for k, m in enumerate(("audio", "image", "text"))}
+            e1.append({"experiment": "E1", "level": "clean", "variant": v, "seed": s, "splits": {"train": {"kappa": mean_log}}})
+    h3 = {t["method"]: t for t in kappa_tests("E1", e1, n_resamples=4000)}
+    assert h3["proposed"]["against"] == "baseline" and h3["proposed"]["difference"] == pytest.approx(0.3)
+    assert h3["proposed"]["p_holm"] < 0.05 and h3["debiased"]["difference"] == pytest.approx(0.0, abs=1e-12)

@@ -33,7 +33,8 @@ def test_config_validation():
         TrainConfig.from_dict({"lamda_s": 1.0})
     for bad in ({"method": "clip"}, {"dim": 1}, {"lr": 0.0}, {"batch_size": 1.5}, {"lambda_s": -1.0},
                 {"dropout": 1.0}, {"seed": -2}, {"device": "tpu"},
-                {"encoder": "resnet"}, {"backbone_width": 0}, {"kappa_init": 1.0}, {"kappa_init": math.nan}):
+                {"encoder": "resnet"}, {"backbone_width": 0}, {"kappa_init": 1.0}, {"kappa_init": math.nan},
+                {"as_published": 1}, {"as_published": True, "method": "pcme"}, {"debiased_ssw": "yes"}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             TrainConfig.from_dict(bad)
     assert TrainConfig(method="proposed", lambda_s=math.inf).method == "ls_only"

@@ -37,12 +37,12 @@ from typing import Iterable
 import numpy as np
 from scipy import stats
 
-from mmkit.analysis.statistics import equivalence, hierarchical_bootstrap, holm, per_query_scores
+from mmkit.analysis.statistics import equivalence, hierarchical_bootstrap, holm, per_query_scores, seed_bootstrap
 from mmkit.core.io import atomic_write_text
 from mmkit.vocab import PAPER_TASKS, task_name
 
-__all__ = ["Experiment", "EXPERIMENTS", "VARIANTS", "MARGINS", "FAMILIES", "SUMMARY_COLUMNS", "load_results",
-           "incomplete", "analyse", "compare_experiment", "kappa_auroc", "decision"]
+__all__ = ["Experiment", "EXPERIMENTS", "VARIANTS", "MARGINS", "FAMILIES", "DESCRIPTIVE", "SUMMARY_COLUMNS", "load_results",
+           "incomplete", "reference_runs", "E2_ALL", "SLOPE_TASK", "KAPPA_TEST_COLUMNS", "analyse", "compare_experiment", "kappa_auroc", "kappa_tests", "decision"]
 
 
 @dataclass(frozen=True)
@@ -73,17 +73,25 @@ EXPERIMENTS = {e.name: e for e in (
     Experiment("E6", "out of distribution", 6, ("folk-to-art",), ("baseline", "proposed", "debiased"), tuple(range(5))),
     Experiment("E7", "weak contrastive term", 7, ("pcme-b128", "pcme-b32", "infonce-b32"),
                ("baseline", "proposed", "debiased"), tuple(range(5))),
+    Experiment("E8", "as published", 8, ("as-published",), ("baseline", "proposed"), tuple(range(5))),
     Experiment("E9", "backbones end to end", 9, ("backbones",), ("baseline", "proposed"), tuple(range(5))),
 )}
 #: Equivalence margins, fixed in advance (docs/study.md §6).
 MARGINS = {"MRR": 0.02, "R@10": 3.0}
 #: The Holm families of an experiment: (metric, distance); the first is the primary one.
 FAMILIES = (("MRR", "ssw"), ("R@10", "ssw"), ("MRR", "cosine"), ("R@10", "cosine"))
+#: Rankings reported descriptively (no test, no verdict): E8's ranking with the reference code's
+#: defects (docs/study.md §5), stored by the runner as the distance "ssw-as-published".
+DESCRIPTIVE = {"E8": (("MRR", "ssw-as-published"),)}
 SUMMARY_COLUMNS = ["experiment", "level", "method", "task", "metric", "difference", "ci_low", "ci_high", "p_holm",
                    "verdict", "n_seeds", "distance", "family", "p", "ci90_low", "ci90_high", "p_tost_holm", "mde"]
 BOOTSTRAP = {"n_resamples": 20_000, "seed": 20261201}
 ALPHA = 0.05
 TASKS = tuple(task_name(q, t) for q, t in PAPER_TASKS)
+#: E2's reference level: E1's runs, N = 1,627 training items (docs/study.md §4).
+E2_ALL = ("all", 1627)
+#: The task name of E2's slope rows (H4): Δ mean9 per doubling of N.
+SLOPE_TASK = "slope_log2N"
 
 
 def load_results(experiment: str, store: str | os.PathLike) -> list[dict]:
@@ -96,11 +104,28 @@ def _key(level) -> str:
     return str(level)
 
 
+def _all_levels(experiment: str) -> tuple:
+    """The experiment's levels, with E2's reference level "all" (E1's runs) last."""
+    e = EXPERIMENTS[experiment]
+    return e.levels + ((E2_ALL[0],) if experiment == "E2" else ())
+
+
+def reference_runs(experiment: str, store: str | os.PathLike) -> list[dict]:
+    """Runs another experiment lends: E2's level "all" is E1's runs of E2's seeds and variants
+    (docs/study.md §4: the same configuration, not retrained), relabelled ``level = "all"``."""
+    if experiment != "E2":
+        return []
+    e = EXPERIMENTS["E2"]
+    return [{**r, "level": E2_ALL[0]} for r in load_results("E1", store) if r["seed"] in e.seeds
+            and r["variant"] in e.variants]
+
+
 def incomplete(experiment: str, results: list[dict]) -> list[str]:
-    """The (level, variant, seed) cells of the protocol's grid that have no stored run."""
+    """The (level, variant, seed) cells of the protocol's grid that have no stored run (for E2,
+    with :func:`reference_runs` among ``results``, including its level "all")."""
     e = EXPERIMENTS[experiment]
     have = {(_key(r["level"]), r["variant"], r["seed"]) for r in results}
-    return [f"{level}-{v}-s{s}" for s in e.seeds for level in e.levels for v in e.variants
+    return [f"{level}-{v}-s{s}" for s in e.seeds for level in _all_levels(experiment) for v in e.variants
             if (_key(level), v, s) not in have]
 
 
@@ -137,10 +162,14 @@ def _mde(se: float, family_size: int, power: float = 0.8) -> float:
 
 
 def compare_experiment(experiment: str, results: list[dict], split: str = "test",
-                       n_resamples: int = BOOTSTRAP["n_resamples"], families=FAMILIES) -> list[dict]:
+                       n_resamples: int = BOOTSTRAP["n_resamples"], families=None) -> list[dict]:
     """Every comparison of ``experiment`` (variants against Baseline, per level, task, metric and
-    distance), with Holm-adjusted p-values, TOST and verdicts per family; plus the ``mean9`` rows."""
+    distance), with Holm-adjusted p-values, TOST and verdicts per family; plus the ``mean9`` rows.
+    ``families`` defaults to :data:`FAMILIES` and the experiment's :data:`DESCRIPTIVE` rankings,
+    whose rows carry differences and intervals but no p_holm and no verdict."""
     e = EXPERIMENTS[experiment]
+    if families is None:
+        families = FAMILIES + DESCRIPTIVE.get(experiment, ())
     by = {}
     for r in results:
         by.setdefault((_key(r["level"]), r["variant"]), {})[r["seed"]] = r
@@ -153,26 +182,62 @@ def compare_experiment(experiment: str, results: list[dict], split: str = "test"
                 if variant == "baseline":
                     continue
                 other = by[(_key(level), variant)]
-                sums = None
                 for task in TASKS:
                     a, b = _paired(other, base, split, distance, task, metric)
                     res = hierarchical_bootstrap(a, b, n_resamples=n_resamples, seed=BOOTSTRAP["seed"])
                     family.append((level, variant, task, res))
-                    sums = (a, b) if sums is None else (sums[0] + a, sums[1] + b)
-                res9 = hierarchical_bootstrap(sums[0] / len(TASKS), sums[1] / len(TASKS), n_resamples=n_resamples,
+                res9 = hierarchical_bootstrap(*_mean9(other, base, split, distance, metric), n_resamples=n_resamples,
                                               seed=BOOTSTRAP["seed"])
                 nine.append((level, variant, "mean9", res9))
         margin = MARGINS[metric]
         p_holm = holm([res.p_value for *_, res in family])
         tost = [equivalence(res, margin) for *_, res in family]
         p_tost_holm = holm([t["p_tost"] for t in tost])
+        descriptive = (metric, distance) not in FAMILIES
         for (level, variant, task, res), ph, pt in zip(family, p_holm, p_tost_holm):
+            if descriptive:
+                rows.append(_row(experiment, level, variant, task, metric, distance, res, math.nan, math.nan, "",
+                                 math.nan))
+                continue
             rows.append(_row(experiment, level, variant, task, metric, distance, res, float(ph), float(pt),
                              _verdict(res.difference, float(ph), float(pt)), _mde(res.se, len(family))))
         for level, variant, task, res in nine:
             tost9 = equivalence(res, margin)
             rows.append(_row(experiment, level, variant, task, metric, distance, res, math.nan,
                              float(tost9["p_tost"]), "", _mde(res.se, 1)))
+        if experiment == "E2":
+            rows.extend(_slope_rows(by, split, metric, distance, n_resamples))
+    return rows
+
+
+def _mean9(runs_a: dict[int, dict], runs_b: dict[int, dict], split: str, distance: str,
+           metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(S, Q) per-query scores averaged over the nine tasks, for the two variants."""
+    pairs = [_paired(runs_a, runs_b, split, distance, task, metric) for task in TASKS]
+    return sum(a for a, _ in pairs) / len(TASKS), sum(b for _, b in pairs) / len(TASKS)
+
+
+def _slope_rows(by: dict, split: str, metric: str, distance: str, n_resamples: int) -> list[dict]:
+    """H4 (docs/study.md §6): the OLS slope of the mean9 difference on log2 N over E2's five levels
+    (100, 200, 400, 800 and "all" from E1). The slope is linear in the per-(seed, query) scores, so
+    ``sum_l w_l mean9_l`` per method, bootstrapped like any difference, is the slope computed inside
+    every replicate (the same seed and query draw for all levels). Outside the Holm families: p and
+    interval, no verdict."""
+    e = EXPERIMENTS["E2"]
+    levels = _all_levels("E2")
+    x = np.log2([E2_ALL[1] if level == E2_ALL[0] else float(level) for level in levels])
+    w = (x - x.mean()) / float(((x - x.mean()) ** 2).sum())
+    rows = []
+    for variant in e.variants:
+        if variant == "baseline":
+            continue
+        parts = [_mean9(by[(_key(level), variant)], by[(_key(level), "baseline")], split, distance, metric)
+                 for level in levels]
+        a = sum(wl * pa for wl, (pa, _) in zip(w, parts))
+        b = sum(wl * pb for wl, (_, pb) in zip(w, parts))
+        res = hierarchical_bootstrap(a, b, n_resamples=n_resamples, seed=BOOTSTRAP["seed"])
+        rows.append(_row("E2", "all levels", variant, SLOPE_TASK, metric, distance, res, math.nan, math.nan, "",
+                         math.nan))
     return rows
 
 
@@ -189,7 +254,8 @@ def _row(experiment, level, variant, task, metric, distance, res, p_holm, p_tost
     return {"experiment": experiment, "level": _key(level), "method": variant, "task": task, "metric": metric,
             "difference": res.difference, "ci_low": res.ci_low, "ci_high": res.ci_high, "p_holm": p_holm,
             "verdict": verdict, "n_seeds": res.n_seeds, "distance": distance,
-            "family": "primary" if (metric, distance) == FAMILIES[0] else "secondary", "p": res.p_value,
+            "family": ("primary" if (metric, distance) == FAMILIES[0] else "secondary" if (metric, distance) in FAMILIES
+                       else "descriptive"), "p": res.p_value,
             "ci90_low": res.ci90_low, "ci90_high": res.ci90_high, "p_tost_holm": p_tost_holm, "mde": mde}
 
 
@@ -240,6 +306,65 @@ def kappa_auroc(results: list[dict]) -> list[dict]:
     return out
 
 
+KAPPA_TEST_COLUMNS = ["experiment", "level", "score", "method", "against", "difference", "ci_low", "ci_high", "p",
+                      "p_holm", "n_seeds", "family"]
+
+
+def kappa_tests(experiment: str, results: list[dict], n_resamples: int = BOOTSTRAP["n_resamples"]) -> list[dict]:
+    """The κ tests of docs/study.md §6 (H3, H12), each by :func:`seed_bootstrap` over the seeds.
+
+    * E3–E6 (H12): per level, each variant's AUROC of 1/κ against Baseline's (``against =
+      "baseline"``; Holm over levels × variants, one family per score: ``auroc_mean`` primary,
+      the per-modality AUROCs secondary), and every method's AUROC against chance (``against =
+      "0.5"``, descriptive: "κ flags X" when the interval lies above 0.5).
+    * E1 (H3): the per-seed mean log κ over the training split and the three modalities, Proposed
+      against Baseline and the debiased L_S against Proposed (one Holm family of two).
+    """
+    e = EXPERIMENTS[experiment]
+    rows: list[dict] = []
+
+    def add(family: list, level, score, method, against, a, b, name):
+        res = seed_bootstrap(np.asarray(a), np.asarray(b), n_resamples=n_resamples, seed=BOOTSTRAP["seed"])
+        family.append({"experiment": experiment, "level": _key(level), "score": score, "method": method,
+                       "against": against, "difference": res.difference, "ci_low": res.ci_low, "ci_high": res.ci_high,
+                       "p": res.p_value, "p_holm": math.nan, "n_seeds": res.n_seeds, "family": name})
+
+    def close(family: list, test: bool) -> None:
+        if test and family:
+            for row, ph in zip(family, holm([r["p"] for r in family])):
+                row["p_holm"] = float(ph)
+        rows.extend(family)
+
+    if experiment == "E1":
+        by = {(r["variant"], r["seed"]): float(np.mean([k["mean_log"] for k in r["splits"]["train"]["kappa"].values()]))
+              for r in results}
+        family: list = []
+        for method, against in (("proposed", "baseline"), ("debiased", "proposed")):
+            add(family, "clean", "mean_log_kappa", method, against, [by[(method, s)] for s in e.seeds],
+                [by[(against, s)] for s in e.seeds], "H3")
+        close(family, True)
+        return rows
+    per_run = kappa_auroc(results)
+    if not per_run:
+        return rows
+    table = {(r["level"], r["method"], r["seed"]): r for r in per_run}
+    for score in [k for k in per_run[0] if k.startswith("auroc_")]:
+        versus, chance = [], []
+        for level in e.levels:
+            for method in e.variants:
+                values = [table[(_key(level), method, s)][score] for s in e.seeds]
+                if any(math.isnan(v) for v in values):
+                    continue
+                add(chance, level, score, method, "0.5", values, [0.5] * len(values), "chance")
+                if method != "baseline":
+                    add(versus, level, score, method, "baseline", values,
+                        [table[(_key(level), "baseline", s)][score] for s in e.seeds],
+                        "H12" if score == "auroc_mean" else "secondary")
+        close(versus, True)
+        close(chance, False)
+    return rows
+
+
 def _auroc(score: np.ndarray, labels: np.ndarray) -> float:
     """P(score of a positive > score of a negative) + ties / 2, by the Mann-Whitney U statistic."""
     pos, neg = int(labels.sum()), int((~labels).sum())
@@ -268,7 +393,7 @@ def analyse(experiment: str, store: str | os.PathLike = "reports/study", tables_
     ``study_kappa.csv``) and yield a line per (level, variant) with its decision pattern."""
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; the grid has {sorted(EXPERIMENTS)}")
-    results = load_results(experiment, store)
+    results = load_results(experiment, store) + reference_runs(experiment, store)
     missing = incomplete(experiment, results)
     if missing:
         raise ValueError(f"{experiment} is incomplete ({len(missing)} of its runs are not stored, e.g. {missing[:3]}); "
@@ -280,6 +405,9 @@ def analyse(experiment: str, store: str | os.PathLike = "reports/study", tables_
     kappa = kappa_auroc(results)
     if kappa:
         _write_csv(tables / "study_kappa.csv", kappa, list(kappa[0]), experiment)
+    tests = kappa_tests(experiment, results, n_resamples=n_resamples)
+    if tests:
+        _write_csv(tables / "study_kappa_tests.csv", tests, KAPPA_TEST_COLUMNS, experiment)
     e = EXPERIMENTS[experiment]
     yield f"{experiment} ({e.title}): {len(results)} runs, {len(rows)} comparison rows -> {tables / 'study_summary.csv'}"
     for level in e.levels:
@@ -289,3 +417,7 @@ def analyse(experiment: str, store: str | os.PathLike = "reports/study", tables_
                             and r["method"] == variant and r["task"] == "mean9")
                 yield (f"  {level} {variant}: {decision(rows, level, variant)} (mean9 ΔMRR {nine['difference']:+.4f}, "
                        f"95 % CI [{nine['ci_low']:+.4f}, {nine['ci_high']:+.4f}])")
+    for t in tests:
+        if t["family"] in ("H3", "H12"):
+            yield (f"  κ {t['score']} {t['level']} {t['method']} − {t['against']}: {t['difference']:+.3f} "
+                   f"[{t['ci_low']:+.3f}, {t['ci_high']:+.3f}], Holm p {t['p_holm']:.3g}")

@@ -49,6 +49,7 @@ __all__ = [
     "vmf_log_normalizer",
     "wood_envelope",
     "householder_rotate",
+    "uniform_tangent",
     "vmf_marginal_dkappa",
 ]
 
@@ -256,8 +257,18 @@ def householder_rotate(loc: Tensor, first: Tensor, tangent: Tensor) -> Tensor:
     return torch.cat([z_first.unsqueeze(-1), z_rest], dim=-1)
 
 
-def _uniform_tangent(shape: torch.Size, dim: int, dtype, device) -> Tensor:
-    """Uniform unit vectors on ``S^{dim-1}`` with leading ``shape`` (normalised Gaussians)."""
+def uniform_tangent(shape: torch.Size, dim: int, dtype, device) -> Tensor:
+    """Uniform unit vectors on ``S^{dim-1}`` (normalised Gaussians), shape ``shape + (dim,)``; for
+    ``dim = 1`` the two points ``±1`` of ``S^0``. The tangent directions of every sampler here.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from mmkit.core.distributions import uniform_tangent
+    >>> v = uniform_tangent(torch.Size([4]), 3, torch.float64, "cpu")
+    >>> v.shape, bool(torch.allclose(v.norm(dim=-1), torch.ones(4, dtype=torch.float64)))
+    (torch.Size([4, 3]), True)
+    """
     g = torch.randn(*shape, dim, dtype=dtype, device=device)
     if dim == 1:  # S^0 = {-1, +1}
         return torch.sign(g) + (g == 0).to(dtype)
@@ -284,19 +295,18 @@ def wood_envelope(d: int, kappa: Tensor) -> Tensor:
     return m1 / (2.0 * kappa + torch.sqrt(4.0 * kappa * kappa + m1 * m1))
 
 
-def _wood_sample_s(d: int, kappa: Tensor, envelope: Tensor | None = None, max_rounds: int = 1000) -> Tensor:
+def _wood_sample_s(d: int, kappa: Tensor, max_rounds: int = 1000) -> Tensor:
     """Draw ``s = 1 - mu^T z`` for every entry of ``kappa`` (float64, any shape) by Wood's algorithm.
 
     The acceptance test ``kappa w + (d-1) log(1 - x0 w) - c >= log u`` is rearranged so that no
     two large numbers are subtracted: with ``1 - w = 2 b e / (1 - (1-b) e)`` and ``1 - x0 = 2b/(1+b)``
     it reads ``kappa (w - x0) + (d-1) [log1p(x0 (1-w)/(1-x0)) - log1p(x0)] >= log u``.
-    ``envelope`` overrides ``b`` (used only by tests that demonstrate a wrong envelope).
     """
     if not bool((torch.isfinite(kappa) & (kappa > 0)).all()):
         bad = kappa[~(torch.isfinite(kappa) & (kappa > 0))].flatten()[0].item()
         raise FloatingPointError(f"vMF sampler: concentration must be finite and > 0, got {bad!r} (d={d}; with "
                                  "validate_args=False nothing checked it earlier: a diverging model?)")
-    b = wood_envelope(d, kappa) if envelope is None else envelope
+    b = wood_envelope(d, kappa)
     x0 = (1.0 - b) / (1.0 + b)
     one_minus_x0 = 2.0 * b / (1.0 + b)
     half = 0.5 * (d - 1)
@@ -492,7 +502,7 @@ class VonMisesFisher(_SphericalLocConcentration):
             s64 = _wood_sample_s(d, kappa64)
             ds_dkappa = vmf_marginal_dkappa(d, kappa64, s64, self.mean_resultant_length.detach()
                                             .to(torch.float64).expand(sample_batch))
-            tangent_dir = _uniform_tangent(sample_batch, d - 1, self.loc.dtype, self.loc.device)
+            tangent_dir = uniform_tangent(sample_batch, d - 1, self.loc.dtype, self.loc.device)
         s = s64.to(self.loc.dtype)
         if kappa.requires_grad:  # value s, gradient ds/dkappa (implicit reparameterisation)
             s = s + ds_dkappa.to(self.loc.dtype) * (kappa - kappa.detach())
@@ -544,7 +554,7 @@ class HypersphericalUniform(Distribution):
         super().__init__(torch.Size(), torch.Size([dim]), validate_args=validate_args)
 
     def sample(self, sample_shape=torch.Size()) -> Tensor:
-        return _uniform_tangent(torch.Size(sample_shape), self.dim, self.dtype, self.device)
+        return uniform_tangent(torch.Size(sample_shape), self.dim, self.dtype, self.device)
 
     def log_prob(self, value: Tensor) -> Tensor:
         if value.shape[-1] != self.dim:
@@ -605,7 +615,7 @@ class PowerSpherical(_SphericalLocConcentration):
         x = Beta(a, torch.full_like(a, b)).rsample(sample_shape)
         t = 2.0 * x - 1.0
         one_minus = 2.0 * (1.0 - x)
-        tangent_dir = _uniform_tangent(shape[:-1], self.dim - 1, self.loc.dtype, self.loc.device)
+        tangent_dir = uniform_tangent(shape[:-1], self.dim - 1, self.loc.dtype, self.loc.device)
         tangent = torch.sqrt((one_minus * (2.0 - one_minus)).clamp_min(0.0)).unsqueeze(-1) * tangent_dir
         return householder_rotate(self.loc, t, tangent)
 

@@ -117,22 +117,27 @@ def _sort_last(x: Tensor) -> tuple[Tensor, Tensor]:
     return torch.gather(x, -1, order), order
 
 
-def _w1_level_median(u: Tensor, v: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """Exact ``W_1`` on the circle: ``min_α ∫_0^1 |F_u - F_v - α|`` over the whole circle."""
+def _w1_level_median(u: Tensor, v: Tensor, a: Tensor, b: Tensor, as_published: bool = False) -> Tensor:
+    """Exact ``W_1`` on the circle: ``min_α ∫_0^1 |F_u - F_v - α|`` over the whole circle.
+
+    ``as_published``: the reference code's defect instead (see :func:`wasserstein_circle`): the
+    arc ``[0, min sample)`` is left out of the integral, and α is the level reached at arc length 1/2.
+    """
     z = torch.cat([u, v], dim=-1)
     signed = torch.cat([a, -b], dim=-1)
     z_sorted, order = _sort_last(z)
     level = torch.cumsum(torch.gather(signed, -1, order), dim=-1)[..., :-1]  # F_u - F_v on [z_k, z_k+1)
     lengths = z_sorted[..., 1:] - z_sorted[..., :-1]
-    # The arc from the largest point through 0 to the smallest one, where F_u - F_v = 0.
-    wrap = 1.0 - (z_sorted[..., -1:] - z_sorted[..., :1])
+    # The arc from the largest point through 0 to the smallest one, where F_u - F_v = 0
+    # (as published: only up to 1, the arc [0, smallest point) is missing).
+    wrap = 1.0 - z_sorted[..., -1:] if as_published else 1.0 - (z_sorted[..., -1:] - z_sorted[..., :1])
     level = torch.cat([level, torch.zeros_like(wrap)], dim=-1)
     lengths = torch.cat([lengths, wrap], dim=-1)
     # α = weighted median of the level values (weights: arc lengths); envelope theorem: no grad.
     with torch.no_grad():
         level_sorted, lorder = _sort_last(level)
         cum = torch.cumsum(torch.gather(lengths, -1, lorder), dim=-1)
-        half = 0.5 * cum[..., -1:]
+        half = torch.full_like(cum[..., -1:], 0.5) if as_published else 0.5 * cum[..., -1:]
         idx = torch.searchsorted(cum.contiguous(), half.contiguous()).clamp_max(level.shape[-1] - 1)
         alpha = torch.gather(level_sorted, -1, idx)
     return (lengths * (level - alpha).abs()).sum(-1)
@@ -199,7 +204,7 @@ def _wp_bisection(u: Tensor, v: Tensor, a: Tensor, b: Tensor, p: float) -> Tenso
 
 
 def wasserstein_circle(u: Tensor, v: Tensor, p: float = 1.0, u_weights: Tensor | None = None,
-                       v_weights: Tensor | None = None) -> Tensor:
+                       v_weights: Tensor | None = None, as_published: bool = False) -> Tensor:
     r"""Wasserstein cost ``W_p^p`` between discrete measures on the circle ``[0, 1)``.
 
     Ground cost: the geodesic distance ``c(s, t) = min(|s - t|, 1 - |s - t|)`` to the power ``p``.
@@ -215,6 +220,10 @@ def wasserstein_circle(u: Tensor, v: Tensor, p: float = 1.0, u_weights: Tensor |
         ``p > 1`` bisects the convex dual in θ to machine precision (53 steps).
     u_weights, v_weights : Tensor, shape (..., n) / (..., m), optional
         Non-negative weights (normalised here); uniform when omitted.
+    as_published : bool, default False
+        **Wrong on purpose**, for the study's "as published" experiment only (``docs/study.md``,
+        E8): ``p = 1`` computed as Bonet's ``emd1D_circle`` and POT's ``wasserstein1_circle`` do,
+        integrating only from the smallest sample (``δ_0.3`` vs ``δ_0.6`` gives 0.4; the truth is 0.3).
 
     Returns
     -------
@@ -251,11 +260,18 @@ def wasserstein_circle(u: Tensor, v: Tensor, p: float = 1.0, u_weights: Tensor |
     p = _check_p(p)
     _check_coordinates(u, "u")
     _check_coordinates(v, "v")
-    return _wasserstein_circle(u, v, p, u_weights, v_weights)
+    return _wasserstein_circle(u, v, p, u_weights, v_weights, as_published)
+
+
+def _check_as_published(as_published, p: float) -> None:
+    if not isinstance(as_published, bool):
+        raise ValueError(f"as_published must be a bool, got {as_published!r}")
+    if as_published and p != 1.0:
+        raise ValueError(f"as_published reproduces the reference code's circle W_1; it needs p = 1, got p = {p}")
 
 
 def _wasserstein_circle(u: Tensor, v: Tensor, p: float, u_weights: Tensor | None = None,
-                        v_weights: Tensor | None = None) -> Tensor:
+                        v_weights: Tensor | None = None, as_published: bool = False) -> Tensor:
     """:func:`wasserstein_circle` without the coordinate checks (for coordinates made here)."""
     try:
         batch = torch.broadcast_shapes(u.shape[:-1], v.shape[:-1])
@@ -266,8 +282,9 @@ def _wasserstein_circle(u: Tensor, v: Tensor, p: float, u_weights: Tensor | None
     v = v.to(dtype).expand(batch + v.shape[-1:])
     a = _normalised_weights(u_weights, u, "u_weights")
     b = _normalised_weights(v_weights, v, "v_weights")
+    _check_as_published(as_published, p)
     if p == 1.0:
-        return _w1_level_median(u, v, a, b)
+        return _w1_level_median(u, v, a, b, as_published)
     return _wp_bisection(u, v, a, b, p)
 
 
@@ -281,7 +298,7 @@ def _pairwise_w1_kernel():
     import numpy as np
 
     @numba.njit(nogil=True)
-    def kernel(cu, cv, out):  # pragma: no cover - compiled
+    def kernel(cu, cv, out, as_published):  # pragma: no cover - compiled
         n_q, n_t, n = cu.shape
         n_g, _, m = cv.shape
         n, m = n - 1, m - 1  # the last entry of each row is a sentinel
@@ -294,7 +311,8 @@ def _pairwise_w1_kernel():
                 acc = 0.0
                 for t in range(n_t):
                     u, v = cu[q, t], cv[k, t]
-                    first = min(u[0], v[0])
+                    # the arc after the last atom ends at the first one (as published: at 1)
+                    end = 1.0 if as_published else min(u[0], v[0]) + 1.0
                     i = j = level = lo = hi = 0
                     for _ in range(n + m):  # branch-free merge walk; each atom owns the arc up to the next
                         take_u = u[i] <= v[j]  # the sentinel 2.0 ends each side
@@ -302,7 +320,7 @@ def _pairwise_w1_kernel():
                         i += take_u
                         j += 1 - take_u
                         level += take_u * (step_u + step_v) - step_v
-                        hist[level + span] += min(u[i], v[j], first + 1.0) - x
+                        hist[level + span] += min(u[i], v[j], end) - x
                         lo = min(lo, level)
                         hi = max(hi, level)
                     total = 0.0
@@ -310,9 +328,10 @@ def _pairwise_w1_kernel():
                         total += hist[b + span]
                     cum = 0.0
                     alpha = hi
+                    half = 0.5 if as_published else 0.5 * total
                     for b in range(lo, hi + 1):  # weighted median of the level (weights: arc lengths)
                         cum += hist[b + span]
-                        if cum >= 0.5 * total:
+                        if cum >= half:
                             alpha = b
                             break
                     cost = 0.0
@@ -325,7 +344,7 @@ def _pairwise_w1_kernel():
     return kernel
 
 
-def sliced_w1_matrix(u: Tensor, v: Tensor) -> Tensor:
+def sliced_w1_matrix(u: Tensor, v: Tensor, as_published: bool = False) -> Tensor:
     r"""Mean over slices of the exact circle ``W_1`` between every row of ``u`` and every row of ``v``.
 
     The ranking kernel behind SSW retrieval: for ``Q`` queries and ``G`` gallery items it solves
@@ -342,6 +361,9 @@ def sliced_w1_matrix(u: Tensor, v: Tensor) -> Tensor:
         Circle coordinates in ``[0, 1)`` (e.g. from :func:`circle_coordinates`), any order.
     v : Tensor, shape (G, T, m)
         Circle coordinates of the other side on the same ``T`` slices.
+    as_published : bool, default False
+        **Wrong on purpose** (the study's E8 only): each circle ``W_1`` as the reference code
+        computes it, from the smallest sample (see :func:`wasserstein_circle`).
 
     Returns
     -------
@@ -371,7 +393,8 @@ def sliced_w1_matrix(u: Tensor, v: Tensor) -> Tensor:
 
     cu, cv = sorted_with_sentinel(u), sorted_with_sentinel(v)
     out = np.empty((cu.shape[0], cv.shape[0]))
-    _pairwise_w1_kernel()(cu, cv, out)
+    _check_as_published(as_published, 1.0)
+    _pairwise_w1_kernel()(cu, cv, out, as_published)
     return torch.from_numpy(out).to(dtype=u.dtype, device=u.device)
 
 
@@ -467,7 +490,7 @@ def _check_sphere_samples(x: Tensor, name: str) -> None:
 
 def sliced_wasserstein_sphere(x: Tensor, y: Tensor, n_projections: int = 100, p: float = 1.0,
                               projections: Tensor | None = None,
-                              generator: torch.Generator | None = None) -> Tensor:
+                              generator: torch.Generator | None = None, as_published: bool = False) -> Tensor:
     r"""Spherical sliced-Wasserstein distance ``SSW_p`` (Bonet et al. 2023) between sample sets.
 
     ``SSW_p(x, y) = ( mean_U W_p^p(P^U_# x, P^U_# y) )^{1/p}`` with uniform weights.
@@ -487,6 +510,10 @@ def sliced_wasserstein_sphere(x: Tensor, y: Tensor, n_projections: int = 100, p:
         same projections to every side of a comparison.
     generator : torch.Generator, optional
         Source of randomness for the projections (reproducible results).
+    as_published : bool, default False
+        **Wrong on purpose**, for the study's "as published" experiment only: every circle
+        ``W_1`` integrated from the smallest sample, as in Bonet's ``emd1D_circle`` (``p = 1``;
+        see :func:`wasserstein_circle`).
 
     Returns
     -------
@@ -538,5 +565,5 @@ def sliced_wasserstein_sphere(x: Tensor, y: Tensor, n_projections: int = 100, p:
         projections = projections.to(x.dtype)
     cu = circle_coordinates(x, projections)
     cv = circle_coordinates(y, projections)
-    cost = _wasserstein_circle(cu, cv, p)  # circle_coordinates returns [0, 1) by construction
+    cost = _wasserstein_circle(cu, cv, p, as_published=as_published)  # coordinates in [0, 1) by construction
     return cost.mean(-1).pow(1.0 / p)

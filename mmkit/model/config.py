@@ -28,7 +28,9 @@ class TrainConfig:
     Defaults and how they were chosen are documented in ``docs/hyperparameters.md``.
     ``steps_per_epoch`` (default None: one pass over the training items per epoch) fixes the
     optimizer steps between two validations, so that training sets of different sizes get the
-    same number of steps (the few-pairs experiment of ``docs/study.md``).
+    same number of steps (the few-pairs experiment of ``docs/study.md``). ``as_published`` (default
+    False) trains **with the reference code's defects on purpose**: its vMF sampler and circle
+    ``W_1`` (:mod:`mmkit.core.published`; the study's "as published" experiment E8 only).
     """
 
     method: str = "proposed"
@@ -40,6 +42,7 @@ class TrainConfig:
     match_samples: int = 7
     vib_weight: float = 1e-4
     debiased_ssw: bool = False
+    as_published: bool = False
     encoder: str = "heads"
     backbone_width: int = 32
     hidden: int = 256
@@ -94,8 +97,11 @@ class TrainConfig:
             fail("kappa_init", f"a number above kappa_floor = {self.kappa_floor!r} (every kappa starts there)")
         if not (number("dropout") and 0 <= self.dropout < 1):
             fail("dropout", "a number in [0, 1)")
-        if not isinstance(self.debiased_ssw, bool):
-            fail("debiased_ssw", "a bool")
+        for name in ("debiased_ssw", "as_published"):
+            if not isinstance(getattr(self, name), bool):
+                fail(name, "a bool")
+        if self.as_published and self.family != "vmf":
+            fail("as_published", "False for the Gaussian methods (it changes the vMF sampler and L_S)")
         if self.device not in ("auto", "cpu", "cuda"):
             fail("device", "'auto', 'cpu' or 'cuda'")
         if self.method == "ls_only" and self.lambda_s != math.inf:

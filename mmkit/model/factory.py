@@ -38,7 +38,8 @@ def build_model(config: TrainConfig, in_dims: Mapping[str, int]) -> tuple[Multim
                               layers=config.layers, dropout=config.dropout, kappa_floor=config.kappa_floor,
                               kappa_init=config.kappa_init, backbones=backbones)
     objective = TrainingObjective(config.method, config.lambda_s, config.contrastive, config.n_samples,
-                                  config.n_projections, config.match_samples, config.vib_weight, config.debiased_ssw)
+                                  config.n_projections, config.match_samples, config.vib_weight, config.debiased_ssw,
+                                  as_published=config.as_published)
     return model, objective
 
 

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmkit.core.distributions import VonMisesFisher
+from mmkit.core.published import PublishedVonMisesFisher
 from mmkit.core.ssw import random_stiefel_projections, sliced_wasserstein_sphere
 from mmkit.vocab import METHODS, MODALITIES, MODALITY_PAIRS, family
 
@@ -87,7 +88,7 @@ def _pair_indices(present: Mapping[str, Tensor] | None, a: str, b: str, batch: i
 # ----------------------------------------------------------------------------------------------
 def ssw_loss(samples: Mapping[str, Tensor], n_projections: int = 100, present: Mapping[str, Tensor] | None = None,
              independent: Mapping[str, Tensor] | None = None, generator: torch.Generator | None = None,
-             projections: Tensor | None = None, reduction: str = "mean") -> Tensor | dict:
+             projections: Tensor | None = None, reduction: str = "mean", as_published: bool = False) -> Tensor | dict:
     r"""L_S of Eq. 7 / Algorithm 2: ``[SSW_1(a,i) + SSW_1(i,t) + SSW_1(t,a)] / 3`` over positive pairs.
 
     Parameters
@@ -109,6 +110,9 @@ def ssw_loss(samples: Mapping[str, Tensor], n_projections: int = 100, present: M
         Randomness for, or explicit, projections ``(T, d, 2)``.
     reduction : "mean" | "pairs"
         ``"pairs"`` returns the per-modality-pair values as a dict.
+    as_published : bool
+        **Wrong on purpose** (the study's E8 only): every circle ``W_1`` as the reference code
+        computes it, from the smallest sample (:func:`mmkit.core.ssw.sliced_wasserstein_sphere`).
 
     Returns
     -------
@@ -143,11 +147,13 @@ def ssw_loss(samples: Mapping[str, Tensor], n_projections: int = 100, present: M
         def rows(t: Tensor) -> Tensor:
             return t if idx is None else t[idx]
 
+        def ssw(p: Tensor, q: Tensor) -> Tensor:
+            return sliced_wasserstein_sphere(p, q, projections=projections, as_published=as_published)
+
         x, y = rows(samples[a]), rows(samples[b])
-        value = sliced_wasserstein_sphere(x, y, projections=projections)
+        value = ssw(x, y)
         if independent is not None:
-            value = value - 0.5 * (sliced_wasserstein_sphere(x, rows(independent[a]), projections=projections)
-                                   + sliced_wasserstein_sphere(y, rows(independent[b]), projections=projections))
+            value = value - 0.5 * (ssw(x, rows(independent[a])) + ssw(y, rows(independent[b])))
         per_pair[(a, b)] = value.mean()
     if reduction == "pairs":
         return per_pair
@@ -290,6 +296,10 @@ class TrainingObjective(torch.nn.Module):
     debiased_ssw : bool
         Use the debiased L_S (:func:`ssw_loss` with ``independent``): each vMF draws a second,
         independent set of L samples for the self-terms; L_C uses the first set as without it.
+    as_published : bool
+        **Wrong on purpose** (the study's E8, ``docs/study.md``): the vMF methods sample with the
+        reference code's sampler (:class:`mmkit.core.published.PublishedVonMisesFisher`) and L_S
+        uses its circle ``W_1`` (``ssw_loss(as_published=True)``).
 
     Learnable scalars: the InfoNCE inverse temperature (init 10) and PCME's ``a > 0`` (init 10)
     and ``b`` (init 5).
@@ -297,7 +307,7 @@ class TrainingObjective(torch.nn.Module):
 
     def __init__(self, method: str = "proposed", lambda_s: float = 1.0, contrastive: str = "infonce",
                  n_samples: int = 16, n_projections: int = 50, match_samples: int = 7, vib_weight: float = 1e-4,
-                 debiased_ssw: bool = False):
+                 debiased_ssw: bool = False, as_published: bool = False):
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -307,6 +317,7 @@ class TrainingObjective(torch.nn.Module):
         self.lambda_s = 0.0 if method == "baseline" else float(lambda_s)
         self.n_samples, self.n_projections = int(n_samples), int(n_projections)
         self.match_samples, self.vib_weight, self.debiased_ssw = int(match_samples), float(vib_weight), debiased_ssw
+        self.as_published = bool(as_published)
         self.log_inverse_temperature = torch.nn.Parameter(torch.tensor(math.log(10.0)))
         self.match_scale_raw = torch.nn.Parameter(torch.tensor(math.log(math.expm1(10.0))))
         self.match_shift = torch.nn.Parameter(torch.tensor(5.0))
@@ -357,7 +368,8 @@ class TrainingObjective(torch.nn.Module):
         uses_ls = self.method == "ls_only" or self.lambda_s > 0
         # the debiased L_S needs a second, independent sample set of the full size L
         draws = 2 * self.n_samples if uses_ls and self.debiased_ssw else self.n_samples
-        drawn = {m: VonMisesFisher(loc, kappa, validate_args=False).rsample((draws,)).transpose(0, 1)
+        sampler = PublishedVonMisesFisher if self.as_published else VonMisesFisher
+        drawn = {m: sampler(loc, kappa, validate_args=False).rsample((draws,)).transpose(0, 1)
                  for m, (loc, kappa) in outputs.items()}
         samples = {m: x[:, :self.n_samples] for m, x in drawn.items()}
         independent = {m: x[:, self.n_samples:] for m, x in drawn.items()} if draws > self.n_samples else None
@@ -366,7 +378,7 @@ class TrainingObjective(torch.nn.Module):
             terms["L_C"] = pairwise_mean(self._pairwise_contrastive(samples, present, self.contrastive))
         if uses_ls:
             terms["L_S"] = ssw_loss(samples, self.n_projections, present=present, independent=independent,
-                                    generator=generator)
+                                    generator=generator, as_published=self.as_published)
         if self.method == "ls_only":
             terms["loss"] = terms["L_S"]
         else:

@@ -48,6 +48,8 @@ WORK = Path("reports/runs/study")
 FIXED = {"epochs": 20, "batch_size": 128, "hidden": 256, "layers": 2, "threads": 1, "device": "cpu"}
 #: Retrieval settings of the evaluation (docs/study.md §2): SSW₁ with L = 32, T = 50, seed 0; μ-cosine.
 EVALUATION = {"distances": ("ssw", "cosine"), "n_samples": 32, "n_projections": 50, "seed": 0, "fusion": "product"}
+#: E8's descriptive ranking: SSW₁ with the reference code's sampler and circle W₁ (wrong on purpose).
+PUBLISHED_DISTANCE = "ssw-as-published"
 #: Steps per epoch of the few-pairs experiment: those of the full `small` training split (⌊1627 / 128⌋).
 E2_STEPS = 12
 
@@ -75,6 +77,8 @@ class RunSpec:
         elif self.experiment == "E7":
             reading, batch = str(self.level).split("-b")
             values.update(contrastive=reading, batch_size=int(batch))
+        elif self.experiment == "E8":
+            values.update(as_published=True)
         elif self.experiment == "E9":
             values.update(encoder="backbones")
         values.update(dict(self.overrides))
@@ -144,15 +148,17 @@ def _kappa(enc, split: FeatureSplit, per_item: bool) -> dict:
     return out
 
 
-def _evaluate(enc, method: str, split: FeatureSplit, per_item_kappa: bool) -> dict:
+def _evaluate(enc, method: str, split: FeatureSplit, per_item_kappa: bool, as_published: bool = False) -> dict:
     """Both distances' metrics and per-query ranks on ``split`` (with the query rows where a task
-    uses fewer than all items), κ summaries (and per-item κ)."""
+    uses fewer than all items), κ summaries (and per-item κ). ``as_published`` (E8) adds the
+    descriptive ranking with the reference code's defects, ``"ssw-as-published"`` (docs/study.md §5)."""
     present = {m: torch.from_numpy(split.present[m].copy()) for m in enc}
     out: dict = {"ids": split.ids.tolist(), "distances": {}}
-    for distance in EVALUATION["distances"]:
-        tasks = evaluate_tasks(enc, present, tasks=tasks_for_method(method), distance=distance,
+    for distance in EVALUATION["distances"] + (PUBLISHED_DISTANCE,) * as_published:
+        tasks = evaluate_tasks(enc, present, tasks=tasks_for_method(method), distance=distance.split("-")[0],
                                fusion=EVALUATION["fusion"], return_ranks=True, n_samples=EVALUATION["n_samples"],
-                               n_projections=EVALUATION["n_projections"], seed=EVALUATION["seed"])
+                               n_projections=EVALUATION["n_projections"], seed=EVALUATION["seed"],
+                               **({"as_published": True} if distance == PUBLISHED_DISTANCE else {}))
         per_task = {}
         for query, target in tasks_for_method(method):
             name = task_name(query, target)
@@ -180,10 +186,8 @@ def run_one(spec: RunSpec, store: str | os.PathLike = STORE, work: str | os.Path
     target = result_path(spec, store)
     data = resolve_data(spec.data, cache_dir=cache, progress=False)
     config = spec.config()
-    if target.is_file():
-        stored = json.loads(target.read_text())
-        if stored.get("config") == config.to_dict():
-            return {"run": spec.name, "experiment": spec.experiment, "status": "stored"}
+    if _is_stored(spec, store):
+        return {"run": spec.name, "experiment": spec.experiment, "status": "stored"}
     started = time.time()
     training, evals, record = _splits(spec, data)
     out = Path(work) / spec.experiment / spec.name
@@ -191,7 +195,8 @@ def run_one(spec: RunSpec, store: str | os.PathLike = STORE, work: str | os.Path
     trained = time.time() - started
     run = Run(out)
     evaluations = {name: _evaluate(run.encode(split), config.method, split,
-                                   per_item_kappa=spec.experiment == "E6" and name != "val")
+                                   per_item_kappa=spec.experiment == "E6" and name != "val",
+                                   as_published=config.as_published)
                    for name, split in evals.items()}
     # κ of the training items as trained on (H3); per item in E3–E5: does it flag the perturbed ones?
     per_item = spec.experiment in ("E3", "E4", "E5")
@@ -222,7 +227,7 @@ def run_grid(specs: list[RunSpec], store: str | os.PathLike = STORE, work: str |
              slurm: Mapping | None = None) -> list[dict]:
     """Run every spec not yet stored: ``executor`` = "processes" (``jobs`` local processes),
     "slurm" or "local" (submitit; ``slurm`` holds extra submitit parameters, e.g. partition)."""
-    todo = [s for s in specs if not _is_stored(s, store, cache)]
+    todo = [s for s in specs if not _is_stored(s, store)]
     log(f"study: {len(specs)} runs in the grid, {len(specs) - len(todo)} stored, {len(todo)} to run "
         f"({executor}, {jobs} at a time)")
     if not todo:
@@ -263,16 +268,19 @@ def run_grid(specs: list[RunSpec], store: str | os.PathLike = STORE, work: str |
     return results
 
 
-def _is_stored(spec: RunSpec, store, cache) -> bool:
+def _is_stored(spec: RunSpec, store) -> bool:
+    """Whether ``spec``'s result exists with the same configuration. The stored config is read back
+    through :meth:`TrainConfig.from_dict`, so a setting added to TrainConfig later (at a default
+    that keeps the old behaviour) does not make the stored runs look different."""
     path = result_path(spec, store)
     if not path.is_file():
         return False
     try:
-        stored = json.loads(path.read_text())
-    except json.JSONDecodeError:
+        stored = TrainConfig.from_dict(json.loads(path.read_text()).get("config") or {})
+    except (json.JSONDecodeError, ValueError):
         return False
     # the configuration does not depend on the data except through E2's subset size
-    return stored.get("config") == spec.config().to_dict()
+    return stored == spec.config()
 
 
 def report(experiment: str, store: str | os.PathLike = STORE, tables_dir: str | os.PathLike = "reports/tables",
@@ -302,7 +310,7 @@ def report(experiment: str, store: str | os.PathLike = STORE, tables_dir: str | 
 
 def missing_runs(experiment: str, store: str | os.PathLike = STORE, data: str = "small",
                  overrides: Mapping | None = None, seeds: Iterable[int] | None = None) -> list[str]:
-    """Names of the runs of ``experiment``'s grid that are not stored yet."""
-    return [s.name for s in grid([experiment], data, overrides, seeds) if not result_path(s, store).is_file()]
+    """Names of the runs of ``experiment``'s grid that are not stored yet (with their configuration)."""
+    return [s.name for s in grid([experiment], data, overrides, seeds) if not _is_stored(s, store)]
 
 

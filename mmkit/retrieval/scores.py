@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmkit.core.distributions import VonMisesFisher, vmf_log_normalizer
+from mmkit.core.published import PublishedVonMisesFisher
 from mmkit.core.special import bessel_iv_ratio
 from mmkit.core.ssw import circle_coordinates, random_stiefel_projections, sliced_w1_matrix
 from mmkit.vocab import DISTANCES, FUSIONS
@@ -123,19 +124,22 @@ def elk_scores(q_loc: Tensor, q_kappa: Tensor, g_loc: Tensor, g_kappa: Tensor, c
     return torch.cat(rows)
 
 
-def _draw(loc: Tensor, kappa: Tensor, n: int, seed: int) -> Tensor:
-    """(N, d), (N,) -> (N, n, d) samples, reproducible for ``seed`` without touching the global RNG."""
+def _draw(loc: Tensor, kappa: Tensor, n: int, seed: int, as_published: bool = False) -> Tensor:
+    """(N, d), (N,) -> (N, n, d) samples, reproducible for ``seed`` without touching the global RNG
+    (``as_published``: the reference code's sampler, :class:`mmkit.core.published.PublishedVonMisesFisher`)."""
+    sampler = PublishedVonMisesFisher if as_published else VonMisesFisher
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return VonMisesFisher(loc, kappa.clamp_min(1e-6), validate_args=False).sample((n,)).transpose(0, 1)
+        return sampler(loc, kappa.clamp_min(1e-6), validate_args=False).sample((n,)).transpose(0, 1)
 
 
-def ssw_scores(q_samples: Tensor, g_samples: Tensor, projections: Tensor) -> Tensor:
+def ssw_scores(q_samples: Tensor, g_samples: Tensor, projections: Tensor, as_published: bool = False) -> Tensor:
     """``-SSW_1`` between every query sample set and every gallery sample set.
 
     q_samples (Q, L, d), g_samples (G, L', d), projections (T, d, 2) -> (Q, G). Circle coordinates
     are computed once per side (memory ``O((Q + G) T L)``); the ``Q·G·T`` circle problems are
-    solved by the compiled merge-walk kernel :func:`mmkit.core.ssw.sliced_w1_matrix`.
+    solved by the compiled merge-walk kernel :func:`mmkit.core.ssw.sliced_w1_matrix` (with
+    ``as_published``, its reference-code circle ``W_1``: wrong on purpose, the study's E8 only).
 
     Examples
     --------
@@ -148,11 +152,13 @@ def ssw_scores(q_samples: Tensor, g_samples: Tensor, projections: Tensor) -> Ten
     >>> s.diagonal().abs().max().item(), bool((s <= 0).all())  # SSW(X, X) = 0; every score is -SSW <= 0
     (0.0, True)
     """
-    return -sliced_w1_matrix(circle_coordinates(q_samples, projections), circle_coordinates(g_samples, projections))
+    return -sliced_w1_matrix(circle_coordinates(q_samples, projections), circle_coordinates(g_samples, projections),
+                             as_published=as_published)
 
 
 def score(query: Sequence[tuple[Tensor, Tensor]], gallery: tuple[Tensor, Tensor], distance: str = "ssw",
-          fusion: str = "product", n_samples: int = 32, n_projections: int = 50, seed: int = 0) -> Tensor:
+          fusion: str = "product", n_samples: int = 32, n_projections: int = 50, seed: int = 0,
+          as_published: bool = False) -> Tensor:
     """Scores (Q, G) of fused queries against a gallery; higher = more relevant.
 
     Parameters
@@ -163,6 +169,8 @@ def score(query: Sequence[tuple[Tensor, Tensor]], gallery: tuple[Tensor, Tensor]
     distance : "ssw" | "kl" | "elk" | "cosine"
     fusion : "product" | "pooled" ("pooled" needs distance "ssw")
     n_samples, n_projections, seed : SSW settings (deterministic for a given seed)
+    as_published : SSW with the reference code's sampler and circle ``W_1`` (**wrong on purpose**:
+        the descriptive ranking of the study's E8, ``docs/study.md``; needs ``distance="ssw"``)
 
     Examples
     --------
@@ -202,6 +210,8 @@ def score(query: Sequence[tuple[Tensor, Tensor]], gallery: tuple[Tensor, Tensor]
         check_vmf_rows(g_loc, g_kappa, "score: gallery")
         for i, (loc, kappa) in enumerate(query):
             check_vmf_rows(loc, kappa, f"score: query modality {i}", d=g_loc.shape[1])
+    if as_published and distance != "ssw":
+        raise ValueError(f"as_published reproduces the reference code's SSW; it needs distance='ssw', got {distance!r}")
     if fusion == "pooled" and distance != "ssw":
         raise ValueError("fusion='pooled' pools samples and is defined for distance='ssw' only")
     if distance == "ssw":
@@ -209,11 +219,12 @@ def score(query: Sequence[tuple[Tensor, Tensor]], gallery: tuple[Tensor, Tensor]
                                           dtype=g_loc.dtype, device=g_loc.device)
         if fusion == "pooled":
             per = max(1, n_samples // len(query))
-            qs = torch.cat([_draw(l, k, per, seed + 1 + i) for i, (l, k) in enumerate(query)], dim=1)
+            qs = torch.cat([_draw(l, k, per, seed + 1 + i, as_published) for i, (l, k) in enumerate(query)], dim=1)
         else:
-            qs = _draw(*fuse_vmf_product([q[0] for q in query], [q[1] for q in query]), n_samples, seed + 1)
-        gs = _draw(g_loc, g_kappa, n_samples, seed + 101)
-        return ssw_scores(qs, gs, proj)
+            qs = _draw(*fuse_vmf_product([q[0] for q in query], [q[1] for q in query]), n_samples, seed + 1,
+                       as_published)
+        gs = _draw(g_loc, g_kappa, n_samples, seed + 101, as_published)
+        return ssw_scores(qs, gs, proj, as_published)
     q_loc, q_kappa = fuse_vmf_product([q[0] for q in query], [q[1] for q in query])
     if distance == "cosine":
         return cosine_scores(q_loc, g_loc)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from mmkit.analysis.study import EXPERIMENTS
+from mmkit.analysis.study import EXPERIMENTS, SLOPE_TASK
 from mmkit.viz.style import OKABE_ITO, publication_style
 
 __all__ = ["VARIANT_COLORS", "study_differences_figure", "kappa_auroc_figure"]
@@ -49,7 +49,8 @@ def study_differences_figure(rows: list[dict], metric: str = "MRR", distance: st
     """One panel per experiment: variant − Baseline per level (mean9 with 95 % CI; tasks as dots)."""
     import matplotlib.pyplot as plt
 
-    picked = [r for r in rows if r["metric"] == metric and r["distance"] == distance]
+    # per-level rows only (E2's slope over its levels is a table row, not a level)
+    picked = [r for r in rows if r["metric"] == metric and r["distance"] == distance and r["task"] != SLOPE_TASK]
     if not picked:
         raise ValueError(f"no rows of {metric} under {distance} to draw")
     experiments = _experiments(picked)
