@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import re
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -155,9 +156,17 @@ def test_kernels_start_without_the_transport_warning_and_errors_still_show(tmp_p
     import zmq
 
     monkeypatch.setattr(zmq, "has", lambda feature: False if feature == "curve" else True)
-    run_notebook(nb, tmp_path / "ipc.ipynb", progress=False, env={"MMKIT_PROBE": "over ipc"})
-    assert "over ipc" in (tmp_path / "ipc.ipynb").read_text()
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    ipc_dirs = set(Path(tempfile.gettempdir()).glob("mmkit-kernel-*"))
+    watch = _notebook(tmp_path / "watch.ipynb", "import os\nprint(os.environ['MMKIT_PROBE'], sorted(os.listdir('.')))")
+    run_notebook(watch, tmp_path / "ipc.ipynb", progress=False, env={"MMKIT_PROBE": "over ipc"}, cwd=here)
+    text = (tmp_path / "ipc.ipynb").read_text()
+    assert "over ipc" in text and "kernel-ipc" not in text  # while the kernel runs: no socket in the cwd
     assert "without encryption" not in capfd.readouterr().err
+    # the IPC socket files went to a private temporary folder, removed at shutdown
+    assert list(here.iterdir()) == [] and set(Path(tempfile.gettempdir()).glob("mmkit-kernel-*")) == ipc_dirs
     monkeypatch.undo()
     # errors are not hidden
     bad = _notebook(tmp_path / "bad.ipynb", "raise ValueError('a real error')")

@@ -80,8 +80,13 @@ def check_parameters(namespace: Mapping, spec: Mapping[str, str]) -> None:
 def kernel_manager_class(env: Mapping[str, str] | None = None) -> type:
     """A jupyter_client ``AsyncKernelManager`` subclass for papermill (nbclient's default class, which
     then owns, starts and shuts down the kernel) whose kernels talk over encrypted CurveZMQ sockets
-    (IPC sockets where pyzmq has no CURVE) and get ``env`` added to this process's environment."""
+    (IPC sockets where pyzmq has no CURVE) and get ``env`` added to this process's environment.
+
+    IPC sockets are files: they go to a private temporary folder (mode 0700), removed when the
+    kernel shuts down, never to the working directory (jupyter_client's default place for them)."""
+    import shutil
     import sys
+    import tempfile
 
     from jupyter_client.manager import AsyncKernelManager
 
@@ -90,11 +95,21 @@ def kernel_manager_class(env: Mapping[str, str] | None = None) -> type:
     class QuietKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
+            self._ipc_dir = None
             try:
                 self.transport_encryption = "auto"   # CurveZMQ keys provisioned by the manager (jupyter_client >= 8.8)
             except Exception:  # traitlets' TraitError: this pyzmq has no CURVE
                 if sys.platform != "win32":
                     self.transport = "ipc"
+                    self._ipc_dir = tempfile.mkdtemp(prefix="mmkit-kernel-")
+                    self.ip = os.path.join(self._ipc_dir, "kernel-ipc")
+
+        async def _async_cleanup_resources(self, restart: bool = False) -> None:
+            await super()._async_cleanup_resources(restart=restart)
+            if self._ipc_dir and not restart:
+                shutil.rmtree(self._ipc_dir, ignore_errors=True)
+
+        cleanup_resources = _async_cleanup_resources
 
         async def start_kernel(self, **kw):
             kw["env"] = {**kw.get("env", os.environ), **extra}
