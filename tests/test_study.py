@@ -107,3 +107,16 @@ def test_as_published_runs_store_the_descriptive_ranking(tiny, tmp_path):
         distances = stored["splits"][split]["distances"]
         assert sorted(distances) == ["cosine", "ssw", "ssw-as-published"] and len(distances["ssw-as-published"]) == 9
         assert distances["ssw-as-published"] != distances["ssw"]
+
+
+def test_backbone_runs_go_through_the_same_runner(tiny, tmp_path):
+    """E9 (CNN backbones over raw inputs, the paper's setting) runs and stores like the heads runs,
+    so a later session (or a lent GPU) only has to run the grid."""
+    data = str(tiny["data"]["train"].root)
+    spec = next(s for s in grid(["E9"], data=data, overrides={**SMALL, "backbone_width": 4}, seeds=[0])
+                if s.variant == "baseline")
+    assert spec.config().encoder == "backbones"
+    results = run_grid([spec], store=tmp_path / "store", work=tmp_path / "work", jobs=1, log=lambda _: None)
+    assert results[0]["status"] == "done"
+    stored = load_results("E9", tmp_path / "store")[0]
+    assert stored["config"]["encoder"] == "backbones" and len(stored["splits"]["test"]["distances"]["ssw"]) == 9

@@ -134,21 +134,13 @@ def fit_score_image(img) -> np.ndarray:
     if too wide, pasted left and centred vertically on white (how ``rasterize`` fits an engraving)."""
     from PIL import Image
 
-    from mmkit.data.render import IMAGE_SHAPE
+    from mmkit.data.render import fit_image
 
-    height, width = IMAGE_SHAPE
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, rgba)
-    img = img.convert("L")
-    if img.height != height:
-        img = img.resize((max(1, round(img.width * height / img.height)), height), Image.LANCZOS)
-    if img.width > width:
-        img = img.resize((width, max(1, round(img.height * width / img.width))), Image.LANCZOS)
-    canvas = Image.new("L", (width, height), 255)
-    canvas.paste(img, (0, (height - img.height) // 2))
-    return np.asarray(canvas)
+    return fit_image(img.convert("L"))
 
 
 def _check_ink(image: np.ndarray) -> None:

@@ -158,16 +158,26 @@ def engrave_svg(excerpt) -> str:
     return svg
 
 
-def rasterize(svg: str, shape: tuple[int, int] = IMAGE_SHAPE) -> np.ndarray:
-    """SVG -> grayscale uint8 ``shape`` (height, width): height-fitted, shrunk if too wide, on white."""
-    import cairosvg
+def fit_image(img, shape: tuple[int, int] = IMAGE_SHAPE) -> np.ndarray:
+    """A grayscale (mode "L") PIL image -> uint8 array of ``shape`` (height, width): scaled to the
+    height (aspect kept), shrunk if then too wide, pasted left and centred vertically on white.
+    How every score image of a bundle is fitted, rendered here or a user's (:mod:`mmkit.data.media`)."""
     from PIL import Image
 
     height, width = shape
-    png = cairosvg.svg2png(bytestring=svg.encode(), background_color="white", output_height=height)
-    img = Image.open(io.BytesIO(png)).convert("L")
+    if img.height != height:
+        img = img.resize((max(1, round(img.width * height / img.height)), height), Image.LANCZOS)
     if img.width > width:
         img = img.resize((width, max(1, round(img.height * width / img.width))), Image.LANCZOS)
     canvas = Image.new("L", (width, height), 255)
     canvas.paste(img, (0, (height - img.height) // 2))
     return np.asarray(canvas)
+
+
+def rasterize(svg: str, shape: tuple[int, int] = IMAGE_SHAPE) -> np.ndarray:
+    """SVG -> grayscale uint8 ``shape`` (height, width), on white (:func:`fit_image`)."""
+    import cairosvg
+    from PIL import Image
+
+    png = cairosvg.svg2png(bytestring=svg.encode(), background_color="white", output_height=shape[0])
+    return fit_image(Image.open(io.BytesIO(png)).convert("L"), shape)
