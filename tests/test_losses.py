@@ -94,24 +94,30 @@ def test_debiased_ssw_checks_its_second_sample_set(seeded):
         ssw_loss({"audio": x, "image": x}, independent={"audio": x, "image": x[:, :3]})
 
 
-def test_debiased_objective_draws_a_second_full_size_set(seeded):
-    """With debiased_ssw the objective draws 2L samples per vMF: L for L_C and the cross term, an
-    independent L for the self-terms; without it the draws (and so the loss) are unchanged."""
+def _step_and_its_draws(sampler, draws: int, **options):
+    """One objective step on fixed vMF outputs (B = 8, d = 6, L = 4, T = 5; global seed 11,
+    projection seed 1) and the same ``draws`` samples per vMF made directly with ``sampler``.
+    Returns (objective, terms, drawn {m: (B, draws, d)}, projections, (outputs, present))."""
     from mmkit.model.losses import TrainingObjective
 
     b, d = 8, 6
     outputs = {m: (unit(b, d).float(), torch.full((b,), 20.0)) for m in ("audio", "image", "text")}
     present = {m: torch.ones(b, dtype=torch.bool) for m in outputs}
-    plain = TrainingObjective("proposed", n_samples=4, n_projections=5)
-    deb = TrainingObjective("proposed", n_samples=4, n_projections=5, debiased_ssw=True)
+    objective = TrainingObjective("proposed", n_samples=4, n_projections=5, **options)
     torch.manual_seed(11)
-    t_plain = plain(outputs, present, generator=torch.Generator().manual_seed(1))
+    terms = objective(outputs, present, generator=torch.Generator().manual_seed(1))
     torch.manual_seed(11)
-    t_deb = deb(outputs, present, generator=torch.Generator().manual_seed(1))
-    torch.manual_seed(11)
-    drawn = {m: VonMisesFisher(loc, k, validate_args=False).rsample((8,)).transpose(0, 1)
+    drawn = {m: sampler(loc, k, validate_args=False).rsample((draws,)).transpose(0, 1)
              for m, (loc, k) in outputs.items()}
     proj = random_stiefel_projections(d, 5, generator=torch.Generator().manual_seed(1))
+    return objective, terms, drawn, proj, (outputs, present)
+
+
+def test_debiased_objective_draws_a_second_full_size_set(seeded):
+    """With debiased_ssw the objective draws 2L samples per vMF: L for L_C and the cross term, an
+    independent L for the self-terms; without it the draws (and so the loss) are unchanged."""
+    _, t_plain, _, _, _ = _step_and_its_draws(VonMisesFisher, 4)
+    _, t_deb, drawn, proj, _ = _step_and_its_draws(VonMisesFisher, 8, debiased_ssw=True)
     expected = ssw_loss({m: x[:, :4] for m, x in drawn.items()}, projections=proj,
                         independent={m: x[:, 4:] for m, x in drawn.items()})
     assert torch.allclose(t_deb["L_S"], expected)
@@ -120,26 +126,16 @@ def test_debiased_objective_draws_a_second_full_size_set(seeded):
 
 def test_as_published_objective_samples_and_measures_like_the_reference_code(seeded):
     """With as_published (the study's E8) the objective draws with the reference sampler and L_S
-    uses the reference circle W_1: the same draws and projections give exactly that L_S and L_C."""
+    uses the reference circle W_1: the same draws and projections give exactly that L_S, and L_C
+    differs from the correct sampler's."""
     from mmkit.core.published import PublishedVonMisesFisher
-    from mmkit.model.losses import TrainingObjective
 
-    b, d = 8, 6
-    outputs = {m: (unit(b, d).float(), torch.full((b,), 20.0)) for m in ("audio", "image", "text")}
-    present = {m: torch.ones(b, dtype=torch.bool) for m in outputs}
-    objective = TrainingObjective("proposed", n_samples=4, n_projections=5, as_published=True)
-    torch.manual_seed(11)
-    terms = objective(outputs, present, generator=torch.Generator().manual_seed(1))
-    torch.manual_seed(11)
-    drawn = {m: PublishedVonMisesFisher(loc, k, validate_args=False).rsample((4,)).transpose(0, 1)
-             for m, (loc, k) in outputs.items()}
-    proj = random_stiefel_projections(d, 5, generator=torch.Generator().manual_seed(1))
+    objective, terms, drawn, proj, _ = _step_and_its_draws(PublishedVonMisesFisher, 4, as_published=True)
     assert torch.equal(terms["L_S"], ssw_loss(drawn, projections=proj, as_published=True))
     assert not torch.allclose(terms["L_S"], ssw_loss(drawn, projections=proj))
-    plain = TrainingObjective("proposed", n_samples=4, n_projections=5)
-    plain.load_state_dict(objective.state_dict())
-    torch.manual_seed(11)
-    assert not torch.allclose(plain(outputs, present, generator=torch.Generator().manual_seed(1))["L_C"], terms["L_C"])
+    plain, t_plain, _, _, _ = _step_and_its_draws(VonMisesFisher, 4)
+    assert torch.equal(plain.log_inverse_temperature, objective.log_inverse_temperature)  # same L_C parameters
+    assert not torch.allclose(t_plain["L_C"], terms["L_C"])
 
 
 def test_match_probability_against_loop():
