@@ -33,6 +33,27 @@ def _title(experiment: str) -> str:
     return f"{experiment}: {EXPERIMENTS[experiment].title}" if experiment in EXPERIMENTS else experiment
 
 
+#: Panels per row: more experiments wrap onto further rows.
+_PER_ROW = 4
+
+
+def _panels(n: int, height: float):
+    """A figure with ``n`` panels, at most :data:`_PER_ROW` a row, sharing y; (figure, the n axes).
+    Unused cells of the last row are switched off."""
+    import matplotlib.pyplot as plt
+
+    cols = min(n, _PER_ROW)
+    rows = -(-n // cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(2.4 * cols + 1.2, height * rows + 0.4 * (rows - 1)), squeeze=False,
+                             sharey=True)
+    flat = [ax for row in grid for ax in row]
+    for ax in flat[n:]:
+        ax.set_axis_off()
+    for ax in flat[:n]:
+        ax.yaxis.set_tick_params(labelleft=True)
+    return fig, flat[:n]
+
+
 def _shared_legend(fig, axes, bottom: float) -> None:
     """One legend below the panels with each label once, and room for it."""
     handles, labels = [], []
@@ -47,17 +68,14 @@ def _shared_legend(fig, axes, bottom: float) -> None:
 
 def study_differences_figure(rows: list[dict], metric: str = "MRR", distance: str = "ssw", margin: float = 0.02):
     """One panel per experiment: variant − Baseline per level (mean9 with 95 % CI; tasks as dots)."""
-    import matplotlib.pyplot as plt
-
     # per-level rows only (E2's slope over its levels is a table row, not a level)
     picked = [r for r in rows if r["metric"] == metric and r["distance"] == distance and r["task"] != SLOPE_TASK]
     if not picked:
         raise ValueError(f"no rows of {metric} under {distance} to draw")
     experiments = _experiments(picked)
     with publication_style():
-        fig, axes = plt.subplots(1, len(experiments), figsize=(2.4 * len(experiments) + 1.2, 2.8), squeeze=False,
-                                 sharey=True)
-        for ax, experiment in zip(axes[0], experiments):
+        fig, axes = _panels(len(experiments), 2.8)
+        for ax, experiment in zip(axes, experiments):
             mine = [r for r in picked if r["experiment"] == experiment]
             levels = list(dict.fromkeys(r["level"] for r in mine))
             variants = list(dict.fromkeys(r["method"] for r in mine))
@@ -77,22 +95,20 @@ def study_differences_figure(rows: list[dict], metric: str = "MRR", distance: st
             ax.set_xticks(range(len(levels)))
             ax.set_xticklabels(levels, rotation=30 if max(len(str(v)) for v in levels) > 6 else 0)
             ax.set_title(_title(experiment))
-        axes[0][0].set_ylabel(f"Δ test {metric} vs Baseline ({'SSW₁' if distance == 'ssw' else 'μ-cosine'})")
-        _shared_legend(fig, axes[0], bottom=0.1)
+        for ax in axes[::_PER_ROW]:
+            ax.set_ylabel(f"Δ test {metric} vs Baseline ({'SSW₁' if distance == 'ssw' else 'μ-cosine'})")
+        _shared_legend(fig, axes, bottom=0.1 / (1 + (len(axes) - 1) // _PER_ROW))
     return fig
 
 
 def kappa_auroc_figure(rows: list[dict]):
     """One panel per experiment with κ rows: AUROC of 1/κ per level and variant (mean over seeds, range as bars)."""
-    import matplotlib.pyplot as plt
-
     if not rows:
         raise ValueError("no κ AUROC rows to draw")
     experiments = _experiments(rows)
     with publication_style():
-        fig, axes = plt.subplots(1, len(experiments), figsize=(2.4 * len(experiments) + 1.2, 2.6), squeeze=False,
-                                 sharey=True)
-        for ax, experiment in zip(axes[0], experiments):
+        fig, axes = _panels(len(experiments), 2.6)
+        for ax, experiment in zip(axes, experiments):
             groups: dict = defaultdict(list)
             for r in rows:
                 if r["experiment"] == experiment:
@@ -113,6 +129,7 @@ def kappa_auroc_figure(rows: list[dict]):
             ax.set_xticks(range(len(levels)))
             ax.set_xticklabels(levels)
             ax.set_title(_title(experiment))
-        axes[0][0].set_ylabel("AUROC of 1/κ (perturbed or OOD items)")
-        _shared_legend(fig, axes[0], bottom=0.12)
+        for ax in axes[::_PER_ROW]:
+            ax.set_ylabel("AUROC of 1/κ (perturbed or OOD items)")
+        _shared_legend(fig, axes, bottom=0.12 / (1 + (len(axes) - 1) // _PER_ROW))
     return fig
