@@ -35,7 +35,7 @@ def _run(experiment, level, variant, seed, effect, kappa_gap=0.0, n_train=50):
         return out
 
     train_ids = [f"t{k}" for k in range(n_train)]
-    perturbed = train_ids[: int(round(float(level) * n_train))] if level != "clean" else []
+    perturbed = train_ids[: int(round(level * n_train))] if isinstance(level, float) else []  # E3-E5 fractions
     kappa = {m: [float(100 - kappa_gap * (i in perturbed) + own.normal()) for i in train_ids] for m in ("audio", "image", "text")}
     return {"experiment": experiment, "level": level, "variant": variant, "seed": seed,
             "perturbation": {"items": perturbed},
@@ -193,3 +193,23 @@ def test_kappa_tests_find_a_known_kappa_signal_and_no_false_one():
     h3 = {t["method"]: t for t in kappa_tests("E1", e1, n_resamples=4000)}
     assert h3["proposed"]["against"] == "baseline" and h3["proposed"]["difference"] == pytest.approx(0.3)
     assert h3["proposed"]["p_holm"] < 0.05 and h3["debiased"]["difference"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_backbones_are_analysed_as_exploratory_from_three_complete_seeds(tmp_path):
+    """E9 (docs/study.md §5): with 3 or 4 complete seed blocks its analysis runs on those seeds
+    and says it is exploratory; with fewer it is refused like any incomplete grid."""
+    import json
+
+    store = tmp_path / "store" / "E9"
+    store.mkdir(parents=True)
+    runs = [_run("E9", "backbones", v, s, "same" if v == "proposed" else "base") for s in range(4) for v in ("baseline", "proposed")]
+    for r in runs[:-1]:  # seed 3 lacks its Proposed run
+        (store / f"backbones-{r['variant']}-s{r['seed']}.json").write_text(json.dumps(r))
+    lines = list(analyse("E9", tmp_path / "store", tmp_path / "tables", n_resamples=500))
+    assert "EXPLORATORY: 3 of 5 seeds" in lines[0] and "[0, 1, 2]" in lines[0]
+    with open(tmp_path / "tables" / "study_summary.csv", newline="") as fh:
+        assert {row["n_seeds"] for row in csv.DictReader(fh)} == {"3"}
+    for r in runs[2:]:
+        (store / f"backbones-{r['variant']}-s{r['seed']}.json").unlink(missing_ok=True)
+    with pytest.raises(ValueError, match="E9 is incomplete"):
+        list(analyse("E9", tmp_path / "store", tmp_path / "tables", n_resamples=500))

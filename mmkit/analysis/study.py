@@ -42,7 +42,7 @@ from mmkit.core.io import atomic_write_text
 from mmkit.vocab import PAPER_TASKS, task_name
 
 __all__ = ["Experiment", "EXPERIMENTS", "VARIANTS", "MARGINS", "FAMILIES", "DESCRIPTIVE", "SUMMARY_COLUMNS", "load_results",
-           "incomplete", "reference_runs", "E2_ALL", "SLOPE_TASK", "KAPPA_TEST_COLUMNS", "analyse", "compare_experiment", "kappa_auroc", "kappa_tests", "decision"]
+           "incomplete", "reference_runs", "E2_ALL", "SLOPE_TASK", "EXPLORATORY_MIN_SEEDS", "KAPPA_TEST_COLUMNS", "analyse", "compare_experiment", "kappa_auroc", "kappa_tests", "decision"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,9 @@ SUMMARY_COLUMNS = ["experiment", "level", "method", "task", "metric", "differenc
 BOOTSTRAP = {"n_resamples": 20_000, "seed": 20261201}
 ALPHA = 0.05
 TASKS = tuple(task_name(q, t) for q, t in PAPER_TASKS)
+#: Experiments reported with fewer seeds than the protocol's, as exploratory, once this many seed
+#: blocks are complete (docs/study.md §5: E9 with >= 3 seeds).
+EXPLORATORY_MIN_SEEDS = {"E9": 3}
 #: E2's reference level: E1's runs, N = 1,627 training items (docs/study.md §4).
 E2_ALL = ("all", 1627)
 #: The task name of E2's slope rows (H4): Δ mean9 per doubling of N.
@@ -390,12 +393,19 @@ def _write_csv(path: Path, rows: list[dict], columns: list[str], replace_experim
 def analyse(experiment: str, store: str | os.PathLike = "reports/study", tables_dir: str | os.PathLike = "reports/tables",
             n_resamples: int = BOOTSTRAP["n_resamples"]) -> Iterable[str]:
     """Analyse one complete experiment: write its rows of ``study_summary.csv`` (and κ AUROCs to
-    ``study_kappa.csv``) and yield a line per (level, variant) with its decision pattern."""
+    ``study_kappa.csv``) and yield a line per (level, variant) with its decision pattern. An
+    experiment of :data:`EXPLORATORY_MIN_SEEDS` with enough complete seed blocks is analysed on
+    those, and said to be exploratory."""
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; the grid has {sorted(EXPERIMENTS)}")
+    e = EXPERIMENTS[experiment]
     results = load_results(experiment, store) + reference_runs(experiment, store)
     missing = incomplete(experiment, results)
-    if missing:
+    complete = [s for s in e.seeds if not any(m.endswith(f"-s{s}") for m in missing)]
+    exploratory = bool(missing) and len(complete) >= EXPLORATORY_MIN_SEEDS.get(experiment, math.inf)
+    if exploratory:  # docs/study.md §5: the complete seed blocks only, verdicts outside the decision rule
+        results = [r for r in results if r["seed"] in complete]
+    elif missing:
         raise ValueError(f"{experiment} is incomplete ({len(missing)} of its runs are not stored, e.g. {missing[:3]}); "
                          "the protocol analyses an experiment once, after all its runs (python -m mmkit study "
                          f"{experiment})")
@@ -408,8 +418,9 @@ def analyse(experiment: str, store: str | os.PathLike = "reports/study", tables_
     tests = kappa_tests(experiment, results, n_resamples=n_resamples)
     if tests:
         _write_csv(tables / "study_kappa_tests.csv", tests, KAPPA_TEST_COLUMNS, experiment)
-    e = EXPERIMENTS[experiment]
-    yield f"{experiment} ({e.title}): {len(results)} runs, {len(rows)} comparison rows -> {tables / 'study_summary.csv'}"
+    yield (f"{experiment} ({e.title}): {len(results)} runs, {len(rows)} comparison rows -> {tables / 'study_summary.csv'}"
+           + (f" — EXPLORATORY: {len(complete)} of {len(e.seeds)} seeds (complete seed blocks {complete}); its verdicts "
+              "do not enter the decision rule" if exploratory else ""))
     for level in e.levels:
         for variant in e.variants:
             if variant != "baseline":
