@@ -83,7 +83,7 @@ def test_kappa_auroc_and_the_mann_whitney_formula():
     assert abs(np.mean(by[("baseline", "0.4")]) - 0.5) < 0.15
 
 
-def test_analyse_refuses_an_incomplete_grid_and_writes_the_summary(tmp_path):
+def test_analyse_refuses_an_incomplete_grid_and_writes_the_summary(tmp_path, capsys):
     import json
 
     results = _store({"proposed": "same", "debiased": "better"})
@@ -100,10 +100,18 @@ def test_analyse_refuses_an_incomplete_grid_and_writes_the_summary(tmp_path):
 
     lines = report("E3", tmp_path / "store", tmp_path / "tables", tmp_path / "figures", n_resamples=1000)
     assert (tmp_path / "figures" / "study_differences.pdf").is_file() and (tmp_path / "figures" / "study_kappa_auroc.png").is_file()
-    lines = [line for line in lines if not line.startswith("figure:")]
+    lines = [line for line in lines if not line.startswith(("figure:", "verdicts of every"))]
     assert len(lines) == 1 + 4 + 4 and lines[0].startswith("E3 (wrong pairs): 30 runs")  # header, patterns, κ tests
     assert sum(line.startswith("  κ auroc_mean") for line in lines) == 4
     assert (tmp_path / "tables" / "study_kappa_tests.csv").is_file()
+    verdicts = (tmp_path / "tables" / "study_verdicts.md").read_text().splitlines()[2:]  # one row per (level, variant)
+    assert len(verdicts) == 4 and all(sum(map(int, v.split("|")[4:8])) == 9 for v in verdicts)
+    patterns = {line.split(":")[0].strip(): line.split(":")[1].split("(")[0].strip() for line in lines[1:5]}
+    assert {f"{v.split('|')[2].strip()} {v.split('|')[3].strip()}": v.split("|")[-2].strip() for v in verdicts} == patterns
+    from mmkit.__main__ import main
+
+    main(["study", "--verdicts", "--tables-dir", str(tmp_path / "tables")])
+    assert capsys.readouterr().out.splitlines()[2:] == verdicts
     with open(tmp_path / "tables" / "study_summary.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0])[:11] == ["experiment", "level", "method", "task", "metric", "difference", "ci_low", "ci_high",

@@ -32,7 +32,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 from scipy import stats
@@ -42,7 +42,7 @@ from mmkit.core.io import atomic_write_text
 from mmkit.vocab import PAPER_TASKS, task_name
 
 __all__ = ["Experiment", "EXPERIMENTS", "VARIANTS", "MARGINS", "FAMILIES", "DESCRIPTIVE", "SUMMARY_COLUMNS", "load_results",
-           "incomplete", "reference_runs", "E2_ALL", "SLOPE_TASK", "EXPLORATORY_MIN_SEEDS", "KAPPA_TEST_COLUMNS", "analyse", "compare_experiment", "kappa_auroc", "kappa_tests", "decision"]
+           "incomplete", "reference_runs", "E2_ALL", "SLOPE_TASK", "EXPLORATORY_MIN_SEEDS", "KAPPA_TEST_COLUMNS", "analyse", "compare_experiment", "kappa_auroc", "kappa_tests", "decision", "verdict_table"]
 
 
 @dataclass(frozen=True)
@@ -262,9 +262,11 @@ def _row(experiment, level, variant, task, metric, distance, res, p_holm, p_tost
             "ci90_low": res.ci90_low, "ci90_high": res.ci90_high, "p_tost_holm": p_tost_holm, "mde": mde}
 
 
-def decision(rows: list[dict], level, variant: str) -> str:
-    """The protocol's pattern for one (level, variant) from its nine primary verdicts and mean9."""
-    primary = [r for r in rows if r["family"] == "primary" and r["level"] == _key(level) and r["method"] == variant]
+def decision(rows: list[dict], level, variant: str, experiment: str | None = None) -> str:
+    """The protocol's pattern for one (level, variant) from its nine primary verdicts and mean9
+    (``experiment`` picks one experiment's rows from a table holding several)."""
+    primary = [r for r in rows if r["family"] == "primary" and r["level"] == _key(level) and r["method"] == variant
+               and (experiment is None or r["experiment"] == experiment)]
     verdicts = [r["verdict"] for r in primary if r["task"] != "mean9"]
     nine = next(r for r in primary if r["task"] == "mean9")
     gains, harms, equal = verdicts.count("gain"), verdicts.count("harm"), verdicts.count("equivalent")
@@ -277,6 +279,36 @@ def decision(rows: list[dict], level, variant: str) -> str:
     if gains and harms:
         return "mixed"
     return "undetermined"
+
+
+def _numeric(row: Mapping) -> dict:
+    """A summary row as :mod:`csv` reads it (strings) with its numeric fields as floats."""
+    out = dict(row)
+    for key in ("difference", "ci_low", "ci_high", "p_holm", "p", "ci90_low", "ci90_high", "p_tost_holm", "mde"):
+        if isinstance(out.get(key), str):
+            out[key] = float(out[key]) if out[key] not in ("", "nan") else math.nan
+    return out
+
+
+def verdict_table(rows: Iterable[Mapping]) -> str:
+    """Markdown table of the primary family: per experiment, level and variant, the count of each
+    verdict over the nine tasks, the nine-task mean difference with its 95 % interval, the number of
+    seeds and the protocol's pattern (:func:`decision`). ``rows``: ``study_summary.csv``'s rows."""
+    rows = [_numeric(r) for r in rows]
+    lines = ["| experiment | level | variant − Baseline | gain | harm | equivalent | inconclusive | mean9 ΔMRR [95 %] "
+             "| seeds | pattern |", "|---|---|---|---|---|---|---|---|---|---|"]
+    experiments = sorted({r["experiment"] for r in rows}, key=lambda e: EXPERIMENTS[e].number if e in EXPERIMENTS else 99)
+    for experiment in experiments:
+        mine = [r for r in rows if r["experiment"] == experiment and r["family"] == "primary"]
+        for level, variant in dict.fromkeys((r["level"], r["method"]) for r in mine if r["task"] in TASKS):
+            cell = [r for r in mine if r["level"] == level and r["method"] == variant]
+            counts = [sum(r["verdict"] == v for r in cell if r["task"] in TASKS)
+                      for v in ("gain", "harm", "equivalent", "inconclusive")]
+            nine = next(r for r in cell if r["task"] == "mean9")
+            lines.append(f"| {experiment} | {level} | {variant} | " + " | ".join(map(str, counts))
+                         + f" | {nine['difference']:+.4f} [{nine['ci_low']:+.4f}, {nine['ci_high']:+.4f}] "
+                         f"| {nine['n_seeds']} | {decision(rows, level, variant, experiment)} |")
+    return "\n".join(lines) + "\n"
 
 
 def kappa_auroc(results: list[dict]) -> list[dict]:

@@ -39,7 +39,7 @@ from mmkit.training.loop import fit
 from mmkit.vocab import task_name, tasks_for_method
 
 __all__ = ["FIXED", "EXPERIMENTS", "RunSpec", "grid", "run_one", "run_grid", "load_results", "missing_runs",
-           "result_path", "report", "STORE", "WORK"]
+           "result_path", "report", "write_verdicts", "STORE", "WORK"]
 
 #: Where the committed per-run results and the git-ignored training runs go.
 STORE = Path("reports/study")
@@ -283,6 +283,23 @@ def _is_stored(spec: RunSpec, store) -> bool:
     return stored == spec.config()
 
 
+def write_verdicts(tables_dir: str | os.PathLike = "reports/tables") -> Path:
+    """``study_verdicts.md`` from ``study_summary.csv`` (no analysis: the table of the experiments
+    analysed so far, :func:`mmkit.analysis.study.verdict_table`); returns its path."""
+    import csv
+
+    from mmkit.analysis.study import verdict_table
+
+    tables = Path(tables_dir)
+    if not (tables / "study_summary.csv").is_file():
+        raise FileNotFoundError(f"{tables / 'study_summary.csv'}: no experiment analysed yet "
+                                "(python -m mmkit study E1 --analyse)")
+    with open(tables / "study_summary.csv", newline="") as fh:
+        table = verdict_table(csv.DictReader(fh))
+    atomic_write_text(tables / "study_verdicts.md", table)
+    return tables / "study_verdicts.md"
+
+
 def report(experiment: str, store: str | os.PathLike = STORE, tables_dir: str | os.PathLike = "reports/tables",
            figures_dir: str | os.PathLike = "reports/figures", n_resamples: int | None = None) -> list[str]:
     """Analyse a complete experiment (:func:`mmkit.analysis.study.analyse`: rows of
@@ -296,6 +313,7 @@ def report(experiment: str, store: str | os.PathLike = STORE, tables_dir: str | 
 
     lines = list(analyse(experiment, store, tables_dir, **({"n_resamples": n_resamples} if n_resamples else {})))
     tables = Path(tables_dir)
+    lines.append(f"verdicts of every experiment analysed so far: {write_verdicts(tables_dir)}")
     for name, draw in (("study_summary", study_differences_figure), ("study_kappa", kappa_auroc_figure)):
         path = tables / f"{name}.csv"
         if path.is_file():
