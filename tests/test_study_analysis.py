@@ -37,7 +37,7 @@ def _run(experiment, level, variant, seed, effect, kappa_gap=0.0, n_train=50):
     train_ids = [f"t{k}" for k in range(n_train)]
     perturbed = train_ids[: int(round(level * n_train))] if isinstance(level, float) else []  # E3-E5 fractions
     kappa = {m: [float(100 - kappa_gap * (i in perturbed) + own.normal()) for i in train_ids] for m in ("audio", "image", "text")}
-    return {"experiment": experiment, "level": level, "variant": variant, "seed": seed,
+    return {"experiment": experiment, "level": level, "variant": variant, "seed": seed, "val_score": 0.4 + 0.01 * seed,
             "perturbation": {"items": perturbed},
             "splits": {"test": {"ids": ids, "distances": {"ssw": tasks(), "cosine": tasks()}},
                        "train": {"ids": train_ids, "kappa_items": kappa,
@@ -110,8 +110,10 @@ def test_analyse_refuses_an_incomplete_grid_and_writes_the_summary(tmp_path, cap
     assert {f"{v.split('|')[2].strip()} {v.split('|')[3].strip()}": v.split("|")[-2].strip() for v in verdicts} == patterns
     from mmkit.__main__ import main
 
-    main(["study", "--verdicts", "--tables-dir", str(tmp_path / "tables")])
-    assert capsys.readouterr().out.splitlines()[2:] == verdicts
+    main(["study", "--verdicts", "E3", "--tables-dir", str(tmp_path / "tables"), "--store", str(tmp_path / "store")])
+    out = capsys.readouterr().out.splitlines()
+    assert out[2:6] == verdicts  # then the validation scores of the stored runs, per cell
+    assert "| E3 | 0.2 | baseline | 5 | 0.420 ± 0.016 |" in out
     with open(tmp_path / "tables" / "study_summary.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0])[:11] == ["experiment", "level", "method", "task", "metric", "difference", "ci_low", "ci_high",

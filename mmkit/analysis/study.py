@@ -42,7 +42,7 @@ from mmkit.core.io import atomic_write_text
 from mmkit.vocab import PAPER_TASKS, task_name
 
 __all__ = ["Experiment", "EXPERIMENTS", "VARIANTS", "MARGINS", "FAMILIES", "DESCRIPTIVE", "SUMMARY_COLUMNS", "load_results",
-           "incomplete", "reference_runs", "E2_ALL", "SLOPE_TASK", "EXPLORATORY_MIN_SEEDS", "KAPPA_TEST_COLUMNS", "analyse", "compare_experiment", "kappa_auroc", "kappa_tests", "decision", "verdict_table"]
+           "incomplete", "reference_runs", "E2_ALL", "SLOPE_TASK", "EXPLORATORY_MIN_SEEDS", "KAPPA_TEST_COLUMNS", "analyse", "compare_experiment", "kappa_auroc", "kappa_tests", "decision", "verdict_table", "validation_table"]
 
 
 @dataclass(frozen=True)
@@ -308,6 +308,26 @@ def verdict_table(rows: Iterable[Mapping]) -> str:
             lines.append(f"| {experiment} | {level} | {variant} | " + " | ".join(map(str, counts))
                          + f" | {nine['difference']:+.4f} [{nine['ci_low']:+.4f}, {nine['ci_high']:+.4f}] "
                          f"| {nine['n_seeds']} | {decision(rows, level, variant, experiment)} |")
+    return "\n".join(lines) + "\n"
+
+
+def validation_table(store: str | os.PathLike, experiments: Iterable[str] | None = None) -> str:
+    """Markdown table of the selection score of the stored runs (validation mean MRR over the nine
+    tasks under μ-cosine at the selected epoch, docs/study.md §2): mean ± SD over seeds per
+    experiment, level and variant. Validation only: it may be shown for incomplete grids too."""
+    lines = ["| experiment | level | variant | runs | validation mean MRR (mean ± SD over seeds) |",
+             "|---|---|---|---|---|"]
+    for experiment in experiments or EXPERIMENTS:
+        cells: dict = {}
+        for r in load_results(experiment, store):
+            cells.setdefault((_key(r["level"]), r["variant"]), []).append(float(r["val_score"]))
+        e = EXPERIMENTS[experiment]
+        for level in e.levels:
+            for variant in e.variants:
+                values = cells.get((_key(level), variant))
+                if values:
+                    sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+                    lines.append(f"| {experiment} | {level} | {variant} | {len(values)} | {np.mean(values):.3f} ± {sd:.3f} |")
     return "\n".join(lines) + "\n"
 
 
