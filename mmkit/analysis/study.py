@@ -318,6 +318,8 @@ def validation_table(store: str | os.PathLike, experiments: Iterable[str] | None
     lines = ["| experiment | level | variant | runs | validation mean MRR (mean ± SD over seeds) |",
              "|---|---|---|---|---|"]
     for experiment in experiments or EXPERIMENTS:
+        if experiment not in EXPERIMENTS:
+            raise ValueError(f"unknown experiment {experiment!r}; the grid has {sorted(EXPERIMENTS)}")
         cells: dict = {}
         for r in load_results(experiment, store):
             cells.setdefault((_key(r["level"]), r["variant"]), []).append(float(r["val_score"]))
