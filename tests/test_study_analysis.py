@@ -113,7 +113,9 @@ def test_analyse_refuses_an_incomplete_grid_and_writes_the_summary(tmp_path, cap
     main(["study", "--verdicts", "E3", "--tables-dir", str(tmp_path / "tables"), "--store", str(tmp_path / "store")])
     out = capsys.readouterr().out.splitlines()
     assert out[2:6] == verdicts  # then the validation scores of the stored runs, per cell
-    assert "| E3 | 0.2 | baseline | 5 | 0.420 ± 0.016 |" in out
+    assert "| E3 | 0.2 | baseline | 5 | 0.420 ± 0.016 | nan |" in out  # the synthetic runs record no time
+    with pytest.raises(ValueError, match="unknown experiment"):
+        main(["study", "--verdicts", "E0", "--tables-dir", str(tmp_path / "tables"), "--store", str(tmp_path / "store")])
     with open(tmp_path / "tables" / "study_summary.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0])[:11] == ["experiment", "level", "method", "task", "metric", "difference", "ci_low", "ci_high",

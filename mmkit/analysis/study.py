@@ -314,22 +314,27 @@ def verdict_table(rows: Iterable[Mapping]) -> str:
 def validation_table(store: str | os.PathLike, experiments: Iterable[str] | None = None) -> str:
     """Markdown table of the selection score of the stored runs (validation mean MRR over the nine
     tasks under μ-cosine at the selected epoch, docs/study.md §2): mean ± SD over seeds per
-    experiment, level and variant. Validation only: it may be shown for incomplete grids too."""
-    lines = ["| experiment | level | variant | runs | validation mean MRR (mean ± SD over seeds) |",
-             "|---|---|---|---|---|"]
+    experiment, level and variant, with the mean wall-clock seconds of a run (training and
+    evaluation, one thread, on whatever machine ran it). Validation only: it may be shown for
+    incomplete grids too."""
+    lines = ["| experiment | level | variant | runs | validation mean MRR (mean ± SD over seeds) | seconds per run |",
+             "|---|---|---|---|---|---|"]
     for experiment in experiments or EXPERIMENTS:
         if experiment not in EXPERIMENTS:
             raise ValueError(f"unknown experiment {experiment!r}; the grid has {sorted(EXPERIMENTS)}")
         cells: dict = {}
         for r in load_results(experiment, store):
-            cells.setdefault((_key(r["level"]), r["variant"]), []).append(float(r["val_score"]))
+            cells.setdefault((_key(r["level"]), r["variant"]), []).append(
+                (float(r["val_score"]), float(r.get("seconds_total", math.nan))))
         e = EXPERIMENTS[experiment]
         for level in e.levels:
             for variant in e.variants:
-                values = cells.get((_key(level), variant))
-                if values:
-                    sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-                    lines.append(f"| {experiment} | {level} | {variant} | {len(values)} | {np.mean(values):.3f} ± {sd:.3f} |")
+                if (_key(level), variant) not in cells:
+                    continue
+                values, seconds = np.array(cells[(_key(level), variant)]).T
+                sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+                lines.append(f"| {experiment} | {level} | {variant} | {len(values)} | {np.mean(values):.3f} ± {sd:.3f} "
+                             f"| {np.mean(seconds):.0f} |")
     return "\n".join(lines) + "\n"
 
 
