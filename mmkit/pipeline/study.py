@@ -154,11 +154,14 @@ def _evaluate(enc, method: str, split: FeatureSplit, per_item_kappa: bool, as_pu
     descriptive ranking with the reference code's defects, ``"ssw-as-published"`` (docs/study.md §5)."""
     present = {m: torch.from_numpy(split.present[m].copy()) for m in enc}
     out: dict = {"ids": split.ids.tolist(), "distances": {}}
-    for distance in EVALUATION["distances"] + (PUBLISHED_DISTANCE,) * as_published:
-        tasks = evaluate_tasks(enc, present, tasks=tasks_for_method(method), distance=distance.split("-")[0],
+    # (stored name, distance, extra score options) of each ranking
+    rankings = [(distance, distance, {}) for distance in EVALUATION["distances"]]
+    if as_published:
+        rankings.append((PUBLISHED_DISTANCE, "ssw", {"as_published": True}))
+    for stored_as, distance, options in rankings:
+        tasks = evaluate_tasks(enc, present, tasks=tasks_for_method(method), distance=distance,
                                fusion=EVALUATION["fusion"], return_ranks=True, n_samples=EVALUATION["n_samples"],
-                               n_projections=EVALUATION["n_projections"], seed=EVALUATION["seed"],
-                               **({"as_published": True} if distance == PUBLISHED_DISTANCE else {}))
+                               n_projections=EVALUATION["n_projections"], seed=EVALUATION["seed"], **options)
         per_task = {}
         for query, target in tasks_for_method(method):
             name = task_name(query, target)
@@ -170,7 +173,7 @@ def _evaluate(enc, method: str, split: FeatureSplit, per_item_kappa: bool, as_pu
             if len(rows) != len(split):
                 entry["rows"] = rows.tolist()
             per_task[name] = entry
-        out["distances"][distance] = per_task
+        out["distances"][stored_as] = per_task
     return {**out, **_kappa(enc, split, per_item_kappa)}
 
 
