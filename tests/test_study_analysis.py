@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mmkit.analysis.study import (EXPERIMENTS, FAMILIES, TASKS, _auroc, analyse, compare_experiment, decision, incomplete,
-                                  kappa_auroc)
+                                  kappa_auroc, verdict_table)
 
 Q = 80
 
@@ -219,8 +219,12 @@ def test_backbones_are_analysed_as_exploratory_from_three_complete_seeds(tmp_pat
         (store / f"backbones-{r['variant']}-s{r['seed']}.json").write_text(json.dumps(r))
     lines = list(analyse("E9", tmp_path / "store", tmp_path / "tables", n_resamples=500))
     assert "EXPLORATORY: 3 of 5 seeds" in lines[0] and "[0, 1, 2]" in lines[0]
+    assert lines[1].startswith("  backbones proposed: ") and "(exploratory)" in lines[1]
     with open(tmp_path / "tables" / "study_summary.csv", newline="") as fh:
-        assert {row["n_seeds"] for row in csv.DictReader(fh)} == {"3"}
+        summary = list(csv.DictReader(fh))
+    assert {row["n_seeds"] for row in summary} == {"3"}
+    assert all(line.endswith("(exploratory) |") for line in verdict_table(summary).splitlines()[2:])
+    assert "exploratory" not in verdict_table([{**row, "n_seeds": "5"} for row in summary])
     for r in runs[2:]:
         (store / f"backbones-{r['variant']}-s{r['seed']}.json").unlink(missing_ok=True)
     with pytest.raises(ValueError, match="E9 is incomplete"):

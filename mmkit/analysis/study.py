@@ -290,6 +290,13 @@ def _numeric(row: Mapping) -> dict:
     return out
 
 
+def _exploratory(experiment: str, mean9: Mapping) -> str:
+    """" (exploratory)" where an experiment of :data:`EXPLORATORY_MIN_SEEDS` was analysed on fewer
+    seeds than its grid has (docs/study.md §5: its pattern does not enter the decision rule)."""
+    short = experiment in EXPLORATORY_MIN_SEEDS and int(mean9["n_seeds"]) < len(EXPERIMENTS[experiment].seeds)
+    return " (exploratory)" if short else ""
+
+
 def verdict_table(rows: Iterable[Mapping]) -> str:
     """Markdown table of the primary family: per experiment, level and variant, the count of each
     verdict over the nine tasks, the nine-task mean difference with its 95 % interval, the number of
@@ -307,7 +314,7 @@ def verdict_table(rows: Iterable[Mapping]) -> str:
             nine = next(r for r in cell if r["task"] == "mean9")
             lines.append(f"| {experiment} | {level} | {variant} | " + " | ".join(map(str, counts))
                          + f" | {nine['difference']:+.4f} [{nine['ci_low']:+.4f}, {nine['ci_high']:+.4f}] "
-                         f"| {nine['n_seeds']} | {decision(rows, level, variant, experiment)} |")
+                         f"| {nine['n_seeds']} | {decision(rows, level, variant, experiment)}{_exploratory(experiment, nine)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -485,7 +492,7 @@ def analyse(experiment: str, store: str | os.PathLike = "reports/study", tables_
             if variant != "baseline":
                 nine = next(r for r in rows if r["family"] == "primary" and r["level"] == _key(level)
                             and r["method"] == variant and r["task"] == "mean9")
-                yield (f"  {level} {variant}: {decision(rows, level, variant)} (mean9 ΔMRR {nine['difference']:+.4f}, "
+                yield (f"  {level} {variant}: {decision(rows, level, variant)}{_exploratory(experiment, nine)} (mean9 ΔMRR {nine['difference']:+.4f}, "
                        f"95 % CI [{nine['ci_low']:+.4f}, {nine['ci_high']:+.4f}])")
     for t in tests:
         if t["family"] in ("H3", "H12"):
