@@ -225,6 +225,11 @@ def test_backbones_are_analysed_as_exploratory_from_three_complete_seeds(tmp_pat
     assert {row["n_seeds"] for row in summary} == {"3"}
     assert all(line.endswith("(exploratory) |") for line in verdict_table(summary).splitlines()[2:])
     assert "exploratory" not in verdict_table([{**row, "n_seeds": "5"} for row in summary])
+    from mmkit.viz.study import study_differences_figure
+
+    for n, title in (("3", "E9: backbones end to end\n(exploratory, 3 seeds)"), ("5", "E9: backbones end to end")):
+        fig = study_differences_figure([{**row, "n_seeds": n} for row in summary])
+        assert [ax.get_title() for ax in fig.axes if ax.get_title()] == [title]
     for r in runs[2:]:
         (store / f"backbones-{r['variant']}-s{r['seed']}.json").unlink(missing_ok=True)
     with pytest.raises(ValueError, match="E9 is incomplete"):

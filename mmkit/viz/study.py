@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from mmkit.analysis.study import EXPERIMENTS, SLOPE_TASK
+from mmkit.analysis.study import EXPERIMENTS, EXPLORATORY_MIN_SEEDS, SLOPE_TASK
 from mmkit.viz.style import OKABE_ITO, publication_style
 
 __all__ = ["VARIANT_COLORS", "study_differences_figure", "kappa_auroc_figure"]
@@ -29,8 +29,16 @@ def _experiments(rows: list[dict]) -> list[str]:
     return sorted({r["experiment"] for r in rows}, key=lambda e: int(e[1:]))
 
 
-def _title(experiment: str) -> str:
-    return f"{experiment}: {EXPERIMENTS[experiment].title}" if experiment in EXPERIMENTS else experiment
+def _title(experiment: str, rows: list[dict] = ()) -> str:
+    """Panel title; an experiment analysed on fewer seeds than its grid (``rows``' ``n_seeds``, the
+    exploratory case of :data:`~mmkit.analysis.study.EXPLORATORY_MIN_SEEDS`) says so."""
+    if experiment not in EXPERIMENTS:
+        return experiment
+    title = f"{experiment}: {EXPERIMENTS[experiment].title}"
+    seeds = {int(r["n_seeds"]) for r in rows if r.get("n_seeds") not in (None, "")}
+    if experiment in EXPLORATORY_MIN_SEEDS and seeds and max(seeds) < len(EXPERIMENTS[experiment].seeds):
+        title += f"\n(exploratory, {max(seeds)} seeds)"
+    return title
 
 
 #: Panels per row: more experiments wrap onto further rows.
@@ -94,7 +102,7 @@ def study_differences_figure(rows: list[dict], metric: str = "MRR", distance: st
                                 color=VARIANT_COLORS.get(variant, "0.3"), label=_LABELS.get(variant, variant) if i == 0 else None)
             ax.set_xticks(range(len(levels)))
             ax.set_xticklabels(levels, rotation=30 if max(len(str(v)) for v in levels) > 6 else 0)
-            ax.set_title(_title(experiment))
+            ax.set_title(_title(experiment, mine))
         for ax in axes[::_PER_ROW]:
             ax.set_ylabel(f"Δ test {metric} vs Baseline ({'SSW₁' if distance == 'ssw' else 'μ-cosine'})")
         _shared_legend(fig, axes, bottom=0.1 / (1 + (len(axes) - 1) // _PER_ROW))
