@@ -42,7 +42,7 @@ from mmkit.core.io import atomic_write_text
 from mmkit.vocab import PAPER_TASKS, task_name
 
 __all__ = ["Experiment", "EXPERIMENTS", "VARIANTS", "MARGINS", "FAMILIES", "DESCRIPTIVE", "SUMMARY_COLUMNS", "load_results",
-           "incomplete", "reference_runs", "E2_ALL", "SLOPE_TASK", "EXPLORATORY_MIN_SEEDS", "KAPPA_TEST_COLUMNS", "analyse", "compare_experiment", "kappa_auroc", "kappa_tests", "decision", "verdict_table", "validation_table"]
+           "incomplete", "reference_runs", "E2_ALL", "SLOPE_TASK", "EXPLORATORY_MIN_SEEDS", "is_exploratory", "KAPPA_TEST_COLUMNS", "analyse", "compare_experiment", "kappa_auroc", "kappa_tests", "decision", "verdict_table", "validation_table"]
 
 
 @dataclass(frozen=True)
@@ -290,11 +290,11 @@ def _numeric(row: Mapping) -> dict:
     return out
 
 
-def _exploratory(experiment: str, mean9: Mapping) -> str:
-    """" (exploratory)" where an experiment of :data:`EXPLORATORY_MIN_SEEDS` was analysed on fewer
-    seeds than its grid has (docs/study.md §5: its pattern does not enter the decision rule)."""
-    short = experiment in EXPLORATORY_MIN_SEEDS and int(mean9["n_seeds"]) < len(EXPERIMENTS[experiment].seeds)
-    return " (exploratory)" if short else ""
+def is_exploratory(experiment: str, n_seeds: int) -> bool:
+    """Whether ``experiment``, analysed on ``n_seeds`` seeds, is exploratory: one of
+    :data:`EXPLORATORY_MIN_SEEDS` with fewer seeds than its grid (docs/study.md §5: its pattern does
+    not enter the decision rule)."""
+    return experiment in EXPLORATORY_MIN_SEEDS and int(n_seeds) < len(EXPERIMENTS[experiment].seeds)
 
 
 def verdict_table(rows: Iterable[Mapping]) -> str:
@@ -314,7 +314,8 @@ def verdict_table(rows: Iterable[Mapping]) -> str:
             nine = next(r for r in cell if r["task"] == "mean9")
             lines.append(f"| {experiment} | {level} | {variant} | " + " | ".join(map(str, counts))
                          + f" | {nine['difference']:+.4f} [{nine['ci_low']:+.4f}, {nine['ci_high']:+.4f}] "
-                         f"| {nine['n_seeds']} | {decision(rows, level, variant, experiment)}{_exploratory(experiment, nine)} |")
+                         f"| {nine['n_seeds']} | {decision(rows, level, variant, experiment)}"
+                         f"{' (exploratory)' if is_exploratory(experiment, nine['n_seeds']) else ''} |")
     return "\n".join(lines) + "\n"
 
 
@@ -492,7 +493,7 @@ def analyse(experiment: str, store: str | os.PathLike = "reports/study", tables_
             if variant != "baseline":
                 nine = next(r for r in rows if r["family"] == "primary" and r["level"] == _key(level)
                             and r["method"] == variant and r["task"] == "mean9")
-                yield (f"  {level} {variant}: {decision(rows, level, variant)}{_exploratory(experiment, nine)} (mean9 ΔMRR {nine['difference']:+.4f}, "
+                yield (f"  {level} {variant}: {decision(rows, level, variant)}{' (exploratory)' if exploratory else ''} (mean9 ΔMRR {nine['difference']:+.4f}, "
                        f"95 % CI [{nine['ci_low']:+.4f}, {nine['ci_high']:+.4f}])")
     for t in tests:
         if t["family"] in ("H3", "H12"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from mmkit.analysis.study import EXPERIMENTS, EXPLORATORY_MIN_SEEDS, SLOPE_TASK
+from mmkit.analysis.study import EXPERIMENTS, SLOPE_TASK, is_exploratory
 from mmkit.viz.style import OKABE_ITO, publication_style
 
 __all__ = ["VARIANT_COLORS", "study_differences_figure", "kappa_auroc_figure"]
@@ -30,13 +30,13 @@ def _experiments(rows: list[dict]) -> list[str]:
 
 
 def _title(experiment: str, rows: list[dict] = ()) -> str:
-    """Panel title; an experiment analysed on fewer seeds than its grid (``rows``' ``n_seeds``, the
-    exploratory case of :data:`~mmkit.analysis.study.EXPLORATORY_MIN_SEEDS`) says so."""
+    """Panel title; an experiment analysed on fewer seeds than its grid (``rows``' ``n_seeds``,
+    :func:`~mmkit.analysis.study.is_exploratory`) says so."""
     if experiment not in EXPERIMENTS:
         return experiment
     title = f"{experiment}: {EXPERIMENTS[experiment].title}"
     seeds = {int(r["n_seeds"]) for r in rows if r.get("n_seeds") not in (None, "")}
-    if experiment in EXPLORATORY_MIN_SEEDS and seeds and max(seeds) < len(EXPERIMENTS[experiment].seeds):
+    if seeds and is_exploratory(experiment, max(seeds)):
         title += f"\n(exploratory, {max(seeds)} seeds)"
     return title
 
