@@ -34,7 +34,7 @@ def _fractions(text: str) -> tuple[float, float, float]:
 def _user_data(build, *args, **kwargs) -> int:
     """Run build-data --from or import-features: bad input is an error message (exit 2), a result
     prints what was written (the skipped rows, the card)."""
-    from mmkit.data.items import InputError
+    from mmkit.data.user.items import InputError
 
     try:
         summary = build(*args, **kwargs)
@@ -52,7 +52,7 @@ def _user_data(build, *args, **kwargs) -> int:
 
 
 def _build_from_media(args) -> int:
-    from mmkit.data.media import build_from_media
+    from mmkit.data.user.media import build_from_media
 
     if not args.out:
         print("error: build-data --from needs --out DIR (the bundle directory)", file=sys.stderr)
@@ -63,7 +63,7 @@ def _build_from_media(args) -> int:
 
 
 def _import_features(args) -> int:
-    from mmkit.data.imports import import_features
+    from mmkit.data.user.imports import import_features
 
     vectors = {m: getattr(args, m) for m in ("audio", "image", "text") if getattr(args, m)}
     return _user_data(import_features, args.out, vectors, ids=args.ids, captions=args.captions, splits=args.splits,
@@ -75,7 +75,7 @@ def _import_features(args) -> int:
 def _build_data(args) -> int:
     if args.source:
         return _build_from_media(args)
-    from mmkit.data.build import build_dataset
+    from mmkit.data.embedded.build import build_dataset
 
     summary = build_dataset(args.preset, cache=args.cache, collections=tuple(args.collections) if args.collections else None,
                             workers=args.workers, progress=not args.no_progress, card=args.card)

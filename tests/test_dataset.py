@@ -8,7 +8,7 @@ import pytest
 
 from mmkit.data import load_bundle
 from mmkit.data.browse import list_triplets, show_triplet, triplet
-from mmkit.data.build import _item_dir, build_dataset, select_works
+from mmkit.data.embedded.build import _item_dir, build_dataset, select_works
 from mmkit.data.render import AUDIO_SECONDS, IMAGE_SHAPE, SAMPLE_RATE
 
 
@@ -47,7 +47,7 @@ def test_audio_duration_matches_the_excerpt(tiny):
 
 
 def test_captions_never_contain_the_title(tiny):
-    from mmkit.data.corpus import list_works
+    from mmkit.data.embedded.corpus import list_works
 
     titles = {w.key: w.title for w in list_works(("essenFolksong", "oneills1850", "ryansMammoth", "airdsAirs"))}
     checked = 0

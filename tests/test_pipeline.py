@@ -109,7 +109,7 @@ def test_the_plan_shows_a_running_steps_progress(tmp_path, monkeypatch):
     prints while it runs names the step, its elapsed time and the count."""
     import mmkit.pipeline.reproduce as reproduce
 
-    nb = _notebook(tmp_path / "count.ipynb", "import time\nfrom mmkit.data.build import _Progress\n"
+    nb = _notebook(tmp_path / "count.ipynb", "import time\nfrom mmkit.data.embedded.build import _Progress\n"
                    "report = _Progress(interval=0)\nfor i in range(4):\n"
                    "    report('rendering tiny', i, 4)\n    time.sleep(1.5)")
     monkeypatch.setattr(reproduce, "notebook_path", lambda name: nb)
@@ -124,8 +124,8 @@ def test_the_plan_shows_a_running_steps_progress(tmp_path, monkeypatch):
 
 
 def test_the_dataset_build_reports_rendered_items(tmp_path, monkeypatch):
-    import mmkit.data.build as build
-    from mmkit.data.corpus import Work
+    import mmkit.data.embedded.build as build
+    from mmkit.data.embedded.corpus import Work
 
     works = [Work(**{**build.select_works("tiny")[0].to_dict(), "key": f"fake/{i}"}) for i in range(3)]
     monkeypatch.setattr(build, "select_works", lambda *a, **k: works)

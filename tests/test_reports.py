@@ -1,7 +1,7 @@
 """Paper-layout tables round-trip from stored long-format rows (never typed-in numbers)."""
 import csv
 
-from mmkit.data.card import caption_diversity
+from mmkit.data.bundle.card import caption_diversity
 from mmkit.analysis.reports import write_paper_tables
 
 

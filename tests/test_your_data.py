@@ -2,7 +2,7 @@
 bundle (import-features), bad input named and skipped, kill and resume, and everything downstream
 (train, evaluate, the widget, encoding new files) on such bundles.
 
-The folder is the one the docs use, made by mmkit.data.example (12 works here, 36 in the docs)."""
+The folder is the one the docs use, made by mmkit.data.user.example (12 works here, 36 in the docs)."""
 import json
 import os
 import shutil
@@ -18,9 +18,9 @@ from mmkit.__main__ import main
 from mmkit.core import faults
 from mmkit.core.io import sha256_file
 from mmkit.data import load_bundle
-from mmkit.data.example import BAD_ROWS, make_example_folder
-from mmkit.data.items import PROBLEM_KINDS, InputError, assign_splits
-from mmkit.data.media import build_from_media
+from mmkit.data.user.example import BAD_ROWS, make_example_folder
+from mmkit.data.user.items import PROBLEM_KINDS, InputError, assign_splits
+from mmkit.data.user.media import build_from_media
 from mmkit.vocab import SPLITS
 
 FRACTIONS = (0.5, 0.25, 0.25)
@@ -90,7 +90,7 @@ def test_features_equal_those_of_the_embedded_dataset_code(example, built):
     from music21 import converter
 
     from mmkit.analysis.new_material import features_from_audio_file, features_from_image_file
-    from mmkit.data.corpus import cut_excerpt
+    from mmkit.data.embedded.corpus import cut_excerpt
     from mmkit.data.features import audio_features, image_features, item_features
     from mmkit.data.render import SAMPLE_RATE, engrave_svg, rasterize
     from mmkit.data.text_embed import embed_texts
@@ -136,12 +136,12 @@ def test_features_equal_those_of_the_embedded_dataset_code(example, built):
 
 
 def test_embedded_items_pass_through_unchanged(tmp_path, built):
-    """Media made by the embedded build (mmkit.data.build.build_item), given as a user folder (WAV as is
+    """Media made by the embedded build (mmkit.data.embedded.build.build_item), given as a user folder (WAV as is
     and converted to FLAC, the PNG, the caption) come out byte for byte and feature for feature."""
     import soundfile
 
-    from mmkit.data.build import build_item
-    from mmkit.data.corpus import list_works
+    from mmkit.data.embedded.build import build_item
+    from mmkit.data.embedded.corpus import list_works
     from mmkit.data.features import item_features
     from mmkit.data.render import SAMPLE_RATE
     from mmkit.data.text_embed import embed_texts
@@ -189,7 +189,7 @@ def test_symbolic_scores_rendered_to_audio_as_the_embedded_dataset(example, buil
     import soundfile
     from music21 import converter
 
-    from mmkit.data.corpus import cut_excerpt
+    from mmkit.data.embedded.corpus import cut_excerpt
     from mmkit.data.render import midi_bytes, synthesize
 
     folder = example.parent
@@ -460,7 +460,7 @@ def test_imported_embeddings_round_trip_and_train(embeddings, tmp_path):
 
 
 def test_frame_level_embeddings_from_npz_and_parquet(tmp_path):
-    from mmkit.data.imports import import_features
+    from mmkit.data.user.imports import import_features
 
     rng = np.random.default_rng(0)
     n, t, d = 30, 5, 6
@@ -489,7 +489,7 @@ IMPORT_KINDS = ["nan-vector", "dimension-mismatch", "duplicate-id", "empty-id", 
 
 @pytest.mark.parametrize("kind", IMPORT_KINDS)
 def test_bad_embedding_row_is_named_and_skipped(kind, tmp_path):
-    from mmkit.data.imports import import_features
+    from mmkit.data.user.imports import import_features
 
     rng = np.random.default_rng(1)
     n, bad = 40, 17
@@ -532,7 +532,7 @@ def test_bad_embedding_row_is_named_and_skipped(kind, tmp_path):
 
 
 def test_a_file_with_another_row_count_is_an_error(tmp_path):
-    from mmkit.data.imports import import_features
+    from mmkit.data.user.imports import import_features
 
     np.save(tmp_path / "a.npy", np.zeros((10, 4), np.float32))
     (tmp_path / "ids.txt").write_text("\n".join(f"i{k}" for k in range(9)) + "\n")
@@ -541,7 +541,7 @@ def test_a_file_with_another_row_count_is_an_error(tmp_path):
 
 
 def test_parquet_without_pyarrow_is_a_clear_error(tmp_path, monkeypatch):
-    from mmkit.data.imports import import_features
+    from mmkit.data.user.imports import import_features
 
     (tmp_path / "e.parquet").write_bytes(b"PAR1")
     (tmp_path / "ids.txt").write_text("a\n")

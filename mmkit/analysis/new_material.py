@@ -1,7 +1,7 @@
 """Use a trained run on new material: encode audio files, score files and text to (mu, kappa),
 search a gallery with them, and export gallery embeddings for other tools.
 
-Inputs go through the same code as ``build-data --from`` (:mod:`mmkit.data.media`), so a file
+Inputs go through the same code as ``build-data --from`` (:mod:`mmkit.data.user.media`), so a file
 gets exactly the features a bundle built from it holds: audio is loaded with librosa (resampled
 to 16 kHz mono, first 8 s, peak-normalised, 16-bit); a score image is fitted to the dataset's
 shape; a score file (MusicXML, MIDI, ABC, kern, ... — anything music21 parses) is cut to its
@@ -26,17 +26,17 @@ __all__ = ["features_from_audio_file", "features_from_image_file", "features_fro
 
 def features_from_audio_file(path: str | os.PathLike) -> np.ndarray:
     """(270,) audio features of an audio file (any format librosa reads): exactly the features a
-    bundle built from it holds (:func:`mmkit.data.media.audio_file_features`: first 8 s at 16 kHz
+    bundle built from it holds (:func:`mmkit.data.user.media.audio_file_features`: first 8 s at 16 kHz
     mono, peak-normalised, stored as 16-bit as in the embedded dataset). Raises
-    :class:`mmkit.data.media.MediaError` for a silent or unreadable file."""
-    from mmkit.data.media import audio_file_features
+    :class:`mmkit.data.user.media.MediaError` for a silent or unreadable file."""
+    from mmkit.data.user.media import audio_file_features
 
     return audio_file_features(path)
 
 
 def features_from_image_file(path: str | os.PathLike) -> np.ndarray:
     """(1090,) image features of a PNG/JPEG score image, as a bundle built from it holds them."""
-    from mmkit.data.media import image_file_features
+    from mmkit.data.user.media import image_file_features
 
     return image_file_features(path)
 
@@ -44,7 +44,7 @@ def features_from_image_file(path: str | os.PathLike) -> np.ndarray:
 def features_from_score_file(path: str | os.PathLike, audio: bool = True) -> dict[str, np.ndarray]:
     """``{"image": (1090,), "audio": (270,)}`` features of a symbolic score file (MusicXML, MIDI, ABC,
     kern, ...): cut to its first bars, engraved and rendered as in the embedded dataset."""
-    from mmkit.data.media import score_file_features
+    from mmkit.data.user.media import score_file_features
 
     return score_file_features(path, audio=audio)
 
@@ -60,7 +60,7 @@ def features_from_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """``{modality: features}`` of one new file, by its suffix: a score image (PNG/JPEG) -> image; a
     symbolic score -> image and its rendered audio; a ``.txt`` -> text (its content); anything
     else -> audio (decoded by librosa)."""
-    from mmkit.data.items import IMAGE_SUFFIXES, SYMBOLIC_SUFFIXES
+    from mmkit.data.user.items import IMAGE_SUFFIXES, SYMBOLIC_SUFFIXES
 
     suffix = Path(path).suffix.lower()
     if suffix in IMAGE_SUFFIXES:

@@ -5,7 +5,8 @@ synthetic generator; ``datasets`` turns splits into torch ``Dataset`` / ``DataLo
 """
 from mmkit.data.bundle import BundleError, FeatureSplit, load_bundle, make_synthetic_bundle, save_bundle
 from mmkit.data.datasets import TripletDataset, collate_triplets
-from mmkit.data.resolve import PRESETS, default_cache_dir, resolve_data
+from mmkit.data.cache import default_cache_dir
+from mmkit.data.resolve import PRESETS, resolve_data
 
 __all__ = [
     "BundleError",

@@ -132,7 +132,7 @@ def ambiguous_captions(split: FeatureSplit, fraction: float, seed: int,
     """E4, one-to-many captions: the chosen items' captions become :func:`generic_caption` of their
     corpus collection (at most one caption per collection, shared by many items) and their text
     features the embeddings of it (``embed``: MiniLM as in the build, :func:`mmkit.data.text_embed.embed_texts`)."""
-    from mmkit.data.corpus import COLLECTION_NAMES
+    from mmkit.data.embedded.corpus import COLLECTION_NAMES
 
     if "collection" not in split.meta or "text" not in split.features:
         raise ValueError("ambiguous_captions needs a split with a text modality and per-item 'collection' labels "

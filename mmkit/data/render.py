@@ -161,7 +161,7 @@ def engrave_svg(excerpt) -> str:
 def fit_image(img, shape: tuple[int, int] = IMAGE_SHAPE) -> np.ndarray:
     """A grayscale (mode "L") PIL image -> uint8 array of ``shape`` (height, width): scaled to the
     height (aspect kept), shrunk if then too wide, pasted left and centred vertically on white.
-    How every score image of a bundle is fitted, rendered here or a user's (:mod:`mmkit.data.media`)."""
+    How every score image of a bundle is fitted, rendered here or a user's (:mod:`mmkit.data.user.media`)."""
     from PIL import Image
 
     height, width = shape

@@ -5,16 +5,12 @@ import os
 from pathlib import Path
 
 from mmkit.data.bundle import FeatureSplit, load_bundle, make_synthetic_bundle
+from mmkit.data.cache import default_cache_dir
 
-__all__ = ["PRESETS", "default_cache_dir", "resolve_data"]
+__all__ = ["PRESETS", "resolve_data"]
 
 #: Embedded-dataset presets built from the music21 corpus, plus the synthetic demo bundle.
 PRESETS = ("tiny", "small", "full", "synthetic")
-
-
-def default_cache_dir() -> Path:
-    """``$MMKIT_CACHE`` or ``./.cache/mmkit`` (git-ignored)."""
-    return Path(os.environ.get("MMKIT_CACHE", Path.cwd() / ".cache" / "mmkit"))
 
 
 def resolve_data(spec: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
@@ -34,7 +30,7 @@ def resolve_data(spec: str | os.PathLike, cache_dir: str | os.PathLike | None = 
             make_synthetic_bundle(root, seed=0)
         return load_bundle(root)
     if str(spec) in ("tiny", "small", "full"):
-        from mmkit.data.build import build_dataset
+        from mmkit.data.embedded.build import build_dataset
 
         summary = build_dataset(str(spec), cache=cache, progress=progress)
         return load_bundle(summary["bundle"])

@@ -8,7 +8,7 @@ notebooks land in ``reports/runs/`` (git-ignored), tables in ``reports/tables/``
 except exclusive ones (the runtime measurement), which run alone.
 
 While it runs, :class:`LiveStatus` shows which steps are running, for how long, and what they
-report through ``$MMKIT_PROGRESS_FILE`` (:data:`mmkit.data.build.PROGRESS_ENV`; the dataset step
+report through ``$MMKIT_PROGRESS_FILE`` (:data:`mmkit.data.embedded.build.PROGRESS_ENV`; the dataset step
 reports the items it has rendered): one line redrawn in place on a terminal, a line every 30 s
 otherwise. Each step's kernel gets its own progress file, ``<runs>/notebooks/<step>/progress.json``.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from mmkit.app.notebook import notebook_path, run_notebook
 from mmkit.core.io import atomic_write_json
-from mmkit.data.build import PROGRESS_ENV
+from mmkit.data.embedded.build import PROGRESS_ENV
 from mmkit.vocab import VMF_METHODS
 
 __all__ = ["Step", "PIPELINE_PRESETS", "run_dir", "plan", "step_key", "LiveStatus", "read_progress", "run_plan",

@@ -14,8 +14,8 @@ Ids (required) come from ``--ids`` (``.txt`` one per line, ``.npy``, ``.npz:KEY`
 ``.parquet:COLUMN``, ``.csv:COLUMN``; default key ``id`` or ``ids``), row-aligned with the arrays,
 or from the ``id`` column of ``--items``. Optional: ``--captions``, ``--splits``, ``--groups``
 (the same kinds of source, default keys ``caption``, ``split``, ``group``), or ``--items``, an
-items CSV as for ``build-data --from`` (:mod:`mmkit.data.items`) joined by id, whose media are
-normalised as in :mod:`mmkit.data.media` so that the retrieval widget plays and shows them and
+items CSV as for ``build-data --from`` (:mod:`mmkit.data.user.items`) joined by id, whose media are
+normalised as in :mod:`mmkit.data.user.media` so that the retrieval widget plays and shows them and
 ``--encoder backbones`` can read them. ``--text captions`` embeds the captions with MiniLM, as
 the embedded dataset does.
 
@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mmkit.data.items import InputError, Problem, read_items, sort_problems
-from mmkit.data.media import (caption_vectors, check_output_dir, entry_features, prepare_media, split_items,
+from mmkit.data.user.items import InputError, Problem, read_items, sort_problems
+from mmkit.data.user.media import (caption_vectors, check_output_dir, entry_features, prepare_media, split_items,
                               summary_fields, write_user_bundle)
 from mmkit.vocab import MODALITIES, SPLITS
 
@@ -237,10 +237,10 @@ def import_features(out: str | os.PathLike, vectors: dict[str, str | os.PathLike
     """Write a bundle from precomputed embeddings (see the module docstring); returns a summary.
 
     ``vectors``: modality -> source (``"text": "captions"`` embeds the captions with MiniLM).
-    Raises :class:`~mmkit.data.items.InputError` for bad rows (unless ``skip_bad``) and for files
+    Raises :class:`~mmkit.data.user.items.InputError` for bad rows (unless ``skip_bad``) and for files
     that cannot be used at all.
     """
-    from mmkit.data.resolve import default_cache_dir
+    from mmkit.data.cache import default_cache_dir
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -365,7 +365,7 @@ def import_features(out: str | os.PathLike, vectors: dict[str, str | os.PathLike
                "modalities": modalities, "sources": sources, "skipped": [p.to_dict() for p in sort_problems(problems)],
                "ignored_columns": [], "seconds": round(time.perf_counter() - t0, 1)}
     if card:
-        from mmkit.data.card import write_dataset_card
+        from mmkit.data.bundle.card import write_dataset_card
 
         write_dataset_card(out / "card.md", summary)
         summary["card"] = str(out / "card.md")

@@ -11,7 +11,7 @@ import hashlib
 
 import numpy as np
 
-from mmkit.data.corpus import COLLECTION_NAMES, Work
+from mmkit.data.embedded.corpus import COLLECTION_NAMES, Work
 
 __all__ = ["describe", "make_caption"]
 

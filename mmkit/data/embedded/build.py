@@ -20,7 +20,6 @@ import io
 import json
 import multiprocessing as mp
 import os
-import shutil
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import numpy as np
 
 from mmkit.core.io import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
 from mmkit.data.bundle import save_bundle
+from mmkit.data.cache import bundle_is_current, default_cache_dir, link_or_copy, verify_entry
 
 __all__ = ["PRESET_SPECS", "PresetSpec", "PROGRESS_ENV", "select_works", "build_item", "build_dataset", "bundle_name"]
 
@@ -71,7 +71,7 @@ def select_works(preset: str, seed: int = 0, collections: tuple[str, ...] | None
     shortfall goes to the remaining collections in proportion), so that skipped works can be
     replaced. With ``collections`` only those collections are used (weights renormalised).
     """
-    from mmkit.data.corpus import list_works
+    from mmkit.data.embedded.corpus import list_works
 
     spec = PRESET_SPECS[preset]
     works = list_works(tuple(collections) if collections else None)
@@ -109,25 +109,13 @@ def _item_dir(cache: Path, key: str) -> Path:
     return cache / "items" / h[:2] / h
 
 
-def verify_item(item_dir: Path) -> bool:
-    """True when ``ok.json`` exists and every file it lists has the recorded SHA-256."""
-    ok = item_dir / "ok.json"
-    if not ok.is_file():
-        return False
-    try:
-        recorded = json.loads(ok.read_text())["files"]
-        return all((item_dir / name).is_file() and sha256_file(item_dir / name) == digest
-                   for name, digest in recorded.items())
-    except (json.JSONDecodeError, KeyError, TypeError, OSError):
-        return False
-
-
 def build_item(work_dict: dict, item_dir: str) -> dict:
     """Render one work into ``item_dir`` (runs in a worker). Returns ``{"status", "key", ...}``."""
     import soundfile
     from PIL import Image
 
-    from mmkit.data import captions, corpus, features, render
+    from mmkit.data import features, render
+    from mmkit.data.embedded import captions, corpus
 
     work = corpus.Work(**work_dict)
     out = Path(item_dir)
@@ -242,15 +230,6 @@ def bundle_name(preset: str, collections: tuple[str, ...] | None, seed: int) -> 
     return f"music21-{preset}-seed{seed}-v{RENDER_VERSION}.{FEATURE_VERSION}{suffix}"
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    if dst.exists():
-        dst.unlink()
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
-
-
 def build_dataset(preset: str = "tiny", cache: str | os.PathLike | None = None,
                   collections: tuple[str, ...] | None = None, workers: int | None = None, seed: int = 0,
                   progress: bool = True, card: str | os.PathLike | None = None) -> dict:
@@ -266,8 +245,6 @@ def build_dataset(preset: str = "tiny", cache: str | os.PathLike | None = None,
     """
     from tqdm.auto import tqdm
 
-    from mmkit.data.resolve import default_cache_dir
-
     if preset not in PRESET_SPECS:
         raise ValueError(f"preset must be one of {tuple(PRESET_SPECS)}, got {preset!r}")
     t0 = time.perf_counter()
@@ -282,7 +259,7 @@ def build_dataset(preset: str = "tiny", cache: str | os.PathLike | None = None,
         d = _item_dir(cache, w.key)
         if (d / "failed.json").is_file():
             continue
-        if not verify_item(d):
+        if not verify_entry(d):
             if (d / "ok.json").exists():
                 rebuilt += 1
                 (d / "ok.json").unlink()
@@ -312,7 +289,7 @@ def build_dataset(preset: str = "tiny", cache: str | os.PathLike | None = None,
     metas, skipped = [], Counter()
     for w in works:
         d = _item_dir(cache, w.key)
-        if verify_item(d):
+        if verify_entry(d):
             metas.append((w, d, json.loads((d / "meta.json").read_text())))
         elif (d / "failed.json").is_file():
             skipped[json.loads((d / "failed.json").read_text())["reason"]] += 1
@@ -327,7 +304,7 @@ def build_dataset(preset: str = "tiny", cache: str | os.PathLike | None = None,
     summary.update(skipped=sum(skipped.values()), skipped_by_reason=dict(skipped), rebuilt_corrupt=rebuilt,
                    rendered=len(todo), seconds=round(time.perf_counter() - t0, 1), workers=workers)
     if card is not None:
-        from mmkit.data.card import write_dataset_card
+        from mmkit.data.bundle.card import write_dataset_card
 
         write_dataset_card(card, summary)
     return summary
@@ -345,17 +322,6 @@ def _bundle_key(metas, spec, seed) -> str:
     return sha256_bytes("\n".join(parts).encode())
 
 
-def _bundle_is_current(root: Path, key: str) -> bool:
-    """True when the bundle at ``root`` was assembled from ``key``'s inputs and its files are intact."""
-    try:
-        manifest = json.loads((root / "manifest.json").read_text())
-        sums = manifest["sha256"]
-        return (manifest.get("build_key") == key and set(sums) == {f"{s}.npz" for s in ("train", "val", "test")}
-                and all(sha256_file(root / name) == digest for name, digest in sums.items()))
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
 def _assemble(preset, cache, metas, spec, seed, collections, progress) -> dict:
     """Write the bundle of ``metas`` (features, MiniLM caption embeddings, hard-linked media), or
     reuse it when it was assembled from the same verified items (embedding the captions costs
@@ -368,7 +334,7 @@ def _assemble(preset, cache, metas, spec, seed, collections, progress) -> dict:
     if empty:
         raise RuntimeError(f"split {empty[0]!r} is empty for preset {preset!r}; build more items")
     key = _bundle_key(metas, spec, seed)
-    reused = _bundle_is_current(root, key) and _media_is_current(root, metas)
+    reused = bundle_is_current(root, key) and _media_is_current(root, metas)
     if not reused:
         _write_bundle(root, preset, collections, seed, metas, assigned, key, progress)
     per_collection = {s: dict(Counter(w.collection for (w, _, _), a in zip(metas, assigned) if a == s))
@@ -408,7 +374,7 @@ def _write_bundle(root, preset, collections, seed, metas, assigned, key, progres
         h = d.name
         audio, image = item_features(d, SAMPLE_RATE)
         for name, ext in (("audio.wav", "wav"), ("image.png", "png")):
-            _link_or_copy(d / name, media / f"{h}.{ext}")
+            link_or_copy(d / name, media / f"{h}.{ext}")
         rows = splits[split]
         rows["ids"].append(work.key)
         rows["audio"].append(audio)

@@ -1,6 +1,6 @@
 """Your own media -> a bundle: ``python -m mmkit build-data --from items.csv --out DIR``.
 
-Each item of the items CSV (:mod:`mmkit.data.items`) goes through the embedded dataset's code:
+Each item of the items CSV (:mod:`mmkit.data.user.items`) goes through the embedded dataset's code:
 
 * audio — decoded by librosa (any format it reads), mono, resampled to
   :data:`~mmkit.data.render.SAMPLE_RATE`, the first :data:`~mmkit.data.render.AUDIO_SECONDS`
@@ -9,7 +9,7 @@ Each item of the items CSV (:mod:`mmkit.data.items`) goes through the embedded d
 * score — a PNG/JPEG image is fitted into :data:`~mmkit.data.render.IMAGE_SHAPE` as
   :func:`~mmkit.data.render.rasterize` fits its engravings (height-fitted, shrunk if too wide,
   on white); a symbolic score is parsed by music21, cut to its first bars
-  (:func:`~mmkit.data.corpus.cut_excerpt`) and engraved (:func:`~mmkit.data.render.engrave_svg`,
+  (:func:`~mmkit.data.embedded.corpus.cut_excerpt`) and engraved (:func:`~mmkit.data.render.engrave_svg`,
   :func:`~mmkit.data.render.rasterize`); with ``render_audio`` an item without a recording gets
   the score rendered to audio (:func:`~mmkit.data.render.midi_bytes`,
   :func:`~mmkit.data.render.synthesize`);
@@ -35,7 +35,6 @@ import io
 import json
 import multiprocessing as mp
 import os
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -46,7 +45,8 @@ import numpy as np
 from mmkit.core.io import (atomic_write, atomic_write_bytes, atomic_write_json, remove_stale_temporaries, sha256_bytes,
                            sha256_file)
 from mmkit.data.bundle import save_bundle
-from mmkit.data.items import IMAGE_SUFFIXES, InputError, ItemRow, Problem, assign_splits, read_items, sort_problems
+from mmkit.data.cache import bundle_is_current, default_cache_dir, link_or_copy
+from mmkit.data.user.items import IMAGE_SUFFIXES, InputError, ItemRow, Problem, assign_splits, read_items, sort_problems
 from mmkit.vocab import MODALITIES, SPLITS
 
 __all__ = ["MEDIA_VERSION", "MediaError", "canonical_audio", "read_audio_file", "wav_bytes", "fit_score_image",
@@ -62,7 +62,7 @@ _BLANK_INK = 0.002   # as the embedded build: share of pixels darker than 128
 
 
 class MediaError(Exception):
-    """A media file that cannot be used; ``kind`` is a key of :data:`mmkit.data.items.PROBLEM_KINDS`."""
+    """A media file that cannot be used; ``kind`` is a key of :data:`mmkit.data.user.items.PROBLEM_KINDS`."""
 
     def __init__(self, kind: str, reason: str):
         super().__init__(reason)
@@ -167,7 +167,7 @@ def score_excerpt(path: str | os.PathLike):
     """The first bars of a symbolic score (music21 parses it; cleaned as the embedded excerpts)."""
     from music21 import converter
 
-    from mmkit.data.corpus import cut_excerpt
+    from mmkit.data.embedded.corpus import cut_excerpt
 
     try:
         score = converter.parse(str(path), forceSource=True)
@@ -298,9 +298,9 @@ def _entry_dir(cache: Path, key: str) -> Path:
 
 
 def _verified(d: Path) -> bool:
-    from mmkit.data.build import verify_item
+    from mmkit.data.cache import verify_entry
 
-    return verify_item(d)
+    return verify_entry(d)
 
 
 def build_entry(task: dict, entry_dir: str) -> dict:
@@ -474,27 +474,6 @@ def prepare_media(rows: list[ItemRow], source: str, cache: Path, workers: int = 
 # ----------------------------------------------------------------------------------------------
 # the bundle
 # ----------------------------------------------------------------------------------------------
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """``dst`` becomes ``src``'s content, atomically (a hard link, or an atomic copy)."""
-    if dst.exists():
-        try:
-            if os.path.samefile(src, dst) or sha256_file(dst) == sha256_file(src):
-                return
-        except OSError:
-            pass
-    tmp = dst.with_name(f".{dst.name}.link.tmp")
-    try:
-        if tmp.exists():
-            tmp.unlink()
-        os.link(src, tmp)
-        os.replace(tmp, dst)
-    except OSError:
-        if tmp.exists():
-            tmp.unlink()
-        with open(src, "rb") as fh_in:
-            atomic_write(dst, lambda fh: shutil.copyfileobj(fh_in, fh))
-
-
 #: What a bundle folder written here holds (a folder with anything else is not overwritten).
 _BUNDLE_ENTRIES = {"manifest.json", "card.md", "media"} | {f"{s}.npz" for s in SPLITS}
 
@@ -521,9 +500,8 @@ def write_user_bundle(out: Path, rows: list[dict], name: str, modalities: list[s
     ``rows``: dicts with id, split, group, caption, per-modality vector (or None), ``media_<m>`` (a
     bundle-relative path or ""), ``source_<m>``; ``media_files``: bundle-relative path -> cache file.
     """
-    from mmkit.data.build import _bundle_is_current
 
-    current = _bundle_is_current(out, build_key) and all(
+    current = bundle_is_current(out, build_key) and all(
         (out / rel).is_file() and sha256_file(out / rel) == sha256_file(src) for rel, src in media_files.items())
     if current:
         return True
@@ -533,7 +511,7 @@ def write_user_bundle(out: Path, rows: list[dict], name: str, modalities: list[s
         (out / "media").mkdir(exist_ok=True)
         remove_stale_temporaries(out / "media")
     for rel, src in media_files.items():
-        _link_or_copy(src, out / rel)
+        link_or_copy(src, out / rel)
     shapes = {m: next(np.shape(r[m]) for r in rows if r[m] is not None) for m in modalities}
     arrays = {}
     for s in SPLITS:
@@ -613,7 +591,7 @@ def build_from_media(items_csv: str | os.PathLike, out: str | os.PathLike, cache
 
     Parameters
     ----------
-    items_csv : the items CSV (:mod:`mmkit.data.items`); paths in it are relative to its folder
+    items_csv : the items CSV (:mod:`mmkit.data.user.items`); paths in it are relative to its folder
     out : the bundle directory (created; a bundle there is rewritten only when its inputs changed)
     cache : cache directory (default ``$MMKIT_CACHE`` or ``./.cache/mmkit``)
     workers : processes for the media (default: all cores)
@@ -629,8 +607,6 @@ def build_from_media(items_csv: str | os.PathLike, out: str | os.PathLike, cache
     InputError
         Bad rows (each named by line, id, kind and reason), unless ``skip_bad``.
     """
-    from mmkit.data.resolve import default_cache_dir
-
     t0 = time.perf_counter()
     items_csv, out = Path(items_csv), Path(out)
     cache = Path(cache) if cache is not None else default_cache_dir()
@@ -690,7 +666,7 @@ def build_from_media(items_csv: str | os.PathLike, out: str | os.PathLike, cache
                "rebuilt_corrupt": counts["rebuilt_corrupt"], "workers": workers,
                "seconds": round(time.perf_counter() - t0, 1), "render_audio": render_audio}
     if card:
-        from mmkit.data.card import write_dataset_card
+        from mmkit.data.bundle.card import write_dataset_card
 
         write_dataset_card(out / "card.md", summary)
         summary["card"] = str(out / "card.md")

@@ -1,7 +1,7 @@
 """The dataset card: a Markdown summary of a built dataset (items per collection and split,
-caption diversity, examples). Written by :func:`mmkit.data.build.build_dataset` for the embedded
-dataset, and for a user's data by :func:`mmkit.data.media.build_from_media` (``kind: "media"``)
-and :func:`mmkit.data.imports.import_features` (``kind: "embeddings"``): items and modalities per
+caption diversity, examples). Written by :func:`mmkit.data.embedded.build.build_dataset` for the embedded
+dataset, and for a user's data by :func:`mmkit.data.user.media.build_from_media` (``kind: "media"``)
+and :func:`mmkit.data.user.imports.import_features` (``kind: "embeddings"``): items and modalities per
 split, and every skipped row with its reason."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A small example of "your own data", generated offline: ``python -m mmkit.data.example OUT``.
+"""A small example of "your own data", generated offline: ``python -m mmkit.data.user.example OUT``.
 
 The folder looks like what a researcher brings: recordings, scores and a spreadsheet of captions::
 
@@ -125,7 +125,8 @@ def make_example_folder(out: str | os.PathLike, n_works: int = 36, seed: int = 0
     """
     from tqdm.auto import tqdm
 
-    from mmkit.data import captions, corpus, render
+    from mmkit.data import render
+    from mmkit.data.embedded import captions, corpus
 
     out = Path(out)
     by_collection: dict[str, list] = {c: [] for c in _COLLECTIONS}
@@ -220,7 +221,7 @@ def _bad_rows(out: Path, rows: list[list[str]]) -> list[list[str]]:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m mmkit.data.example",
+    parser = argparse.ArgumentParser(prog="python -m mmkit.data.user.example",
                                      description="write the example folder of docs/your_data.md")
     parser.add_argument("out", help="folder to create (its parent also receives outside.wav, for the escaping row)")
     parser.add_argument("--works", type=int, default=36, help="number of music21 works (default 36)")
