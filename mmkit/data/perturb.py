@@ -87,7 +87,9 @@ def select_rows(split: FeatureSplit, rows: Sequence[int] | np.ndarray) -> Featur
         split, ids=split.ids[rows], features={m: x[rows] for m, x in split.features.items()},
         present={m: p[rows] for m, p in split.present.items()}, lengths={m: v[rows] for m, v in split.lengths.items()},
         captions=None if split.captions is None else split.captions[rows],
-        media={m: v[rows] for m, v in split.media.items()}, meta={k: v[rows] for k, v in split.meta.items()})
+        media={m: v[rows] for m, v in split.media.items()}, meta={k: v[rows] for k, v in split.meta.items()},
+        relevant=None if split.relevant is None else split.relevant[np.ix_(rows, rows)],
+        views=None if split.views is None else split.views.take(rows))
 
 
 def nested_subset(split: FeatureSplit, n_items: int, seed: int, experiment: int = 2) -> tuple[FeatureSplit, dict]:
@@ -112,11 +114,22 @@ def swap_captions(split: FeatureSplit, fraction: float, seed: int, experiment: i
     present = dict(split.present)
     present["text"] = split.present["text"].copy()
     present["text"][rows] = split.present["text"][source]
-    captions = None
-    if split.captions is not None:
-        captions = split.captions.copy()
-        captions[rows] = split.captions[source]
-    out = dataclasses.replace(split, features={**split.features, "text": text}, present=present, captions=captions)
+    def moved(array):  # the chosen rows of ``array`` take the rows of their caption's source item
+        if array is None:
+            return None
+        array = array.copy()
+        array[rows] = array[source]
+        return array
+
+    views = split.views
+    if views is not None and "text" in views.features:  # a drawn text view must carry the swap too
+        views = dataclasses.replace(views, features={**views.features, "text": moved(views.features["text"])},
+                                    severity={**views.severity, "text": moved(views.severity["text"])},
+                                    factors={**views.factors, "text": moved(views.factors["text"])},
+                                    captions=moved(views.captions), text_truth=moved(views.text_truth))
+    out = dataclasses.replace(split, features={**split.features, "text": text}, present=present,
+                              captions=moved(split.captions), relevant=moved(split.relevant), views=views,
+                              meta={k: moved(v) if k == "caption_attributes" else v for k, v in split.meta.items()})
     return out, {"kind": "swap_captions", "level": fraction, "items": split.ids[rows].tolist(),
                  "caption_from": split.ids[source].tolist()}
 
@@ -213,6 +226,9 @@ def out_of_distribution(data: dict[str, FeatureSplit], folk: Sequence[str] = FOL
 def _concatenate(parts: list[FeatureSplit]) -> FeatureSplit:
     if not parts:
         raise ValueError("no items to concatenate")
+    if any(p.relevant is not None or p.views is not None for p in parts):
+        # a caption of one part may be true of items of another: the truth cannot be stitched together
+        raise ValueError("cannot concatenate splits with many-to-many truth or views; select rows of one split instead")
     first = parts[0]
 
     def cat(get):

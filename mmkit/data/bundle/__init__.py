@@ -4,7 +4,7 @@ beside every bundle (:mod:`~mmkit.data.bundle.card`). This package owns the form
 (:mod:`mmkit.data.embedded`, :mod:`mmkit.data.user`) only call it.
 """
 from mmkit.data.bundle.format import (FORMAT_NAME, FORMAT_VERSION, BundleError, FeatureSplit, load_bundle,
-                                      make_synthetic_bundle, save_bundle)
+                                      make_synthetic_bundle, save_bundle, truth_to_csr, Views)
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "BundleError", "FeatureSplit", "load_bundle", "save_bundle",
-           "make_synthetic_bundle"]
+           "make_synthetic_bundle", "truth_to_csr", "Views"]

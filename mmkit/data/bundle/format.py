@@ -20,6 +20,22 @@ Each ``<split>.npz`` holds, row-aligned with ``ids``:
 ``<m>_ids``             (N,) optional: must equal ``ids`` row by row (a check for misaligned exports)
 ``captions``            (N,) unicode, optional: text shown by the widgets
 ``media_<m>``           (N,) unicode, optional: raw-media paths relative to the bundle directory
+``collection``, ``group`` (N,) unicode, optional: corpus collection and near-duplicate group
+``attributes``          (N,) unicode JSON objects, optional: each item's metadata (composer, key, ...)
+``caption_attributes``  (N,) unicode JSON objects, optional: what the row's caption asserts
+``truth_indptr``, ``truth_indices``  optional many-to-many ground truth in CSR form (int64): the
+                        caption of row ``i`` truly describes the items ``truth_indices[truth_indptr[i]:
+                        truth_indptr[i + 1]]`` (row numbers of this split; row ``i`` itself among them)
+
+Optional views (several renderings of each item, the ``-real`` presets; ``K_m`` views of modality ``m``;
+the manifest's ``eval_view`` names which view the ``<m>`` field above holds)::
+
+``views_<m>``           (N, K_m, D) float: the features of every view
+``views_<m>_severity``  (N, K_m) float in [0, 1]: how strongly the view departs from a clean rendering
+``views_<m>_factors``   (N, K_m) unicode JSON objects: the nuisance factors the view was made with
+``views_text_captions`` (N, K_text) unicode: the caption of each text view
+``views_text_truth_indptr``, ``views_text_truth_indices``: CSR truth of the caption views, caption
+                        ``(i, k)`` at CSR row ``i * K_text + k``
 
 ``np.load(..., allow_pickle=False)`` is used throughout: no code is executed from data. When the
 manifest records the files' SHA-256 (every bundle written by :func:`save_bundle`), a split file
@@ -42,13 +58,51 @@ import numpy as np
 from mmkit.core.io import atomic_write, atomic_write_json, sha256_file
 from mmkit.vocab import MODALITIES, SPLITS
 
-__all__ = ["BundleError", "FeatureSplit", "load_bundle", "save_bundle",
+__all__ = ["BundleError", "FeatureSplit", "Views", "load_bundle", "save_bundle", "truth_to_csr",
            "make_synthetic_bundle"]
 
 FORMAT_NAME = "mmkit-bundle"
 FORMAT_VERSION = 1
-#: Optional per-item string fields of a split file, loaded into :attr:`FeatureSplit.meta`.
-ITEM_META = ("collection", "group")
+#: Optional per-item string fields of a split file, loaded into :attr:`FeatureSplit.meta`
+#: (``attributes`` and ``caption_attributes`` hold one JSON object per row).
+ITEM_META = ("collection", "group", "attributes", "caption_attributes")
+#: Largest split whose many-to-many truth is held as a dense (N, N) matrix in memory.
+MAX_TRUTH_ROWS = 20_000
+
+
+@dataclass
+class Views:
+    """Several renderings ("views") of each item of a split, with what made them differ.
+
+    Attributes
+    ----------
+    features : dict modality -> float32 array (N, K_m, D)
+    severity : dict modality -> float32 array (N, K_m), in [0, 1] (0: a clean rendering)
+    factors : dict modality -> array (N, K_m) str, one JSON object per view (its nuisance factors)
+    captions : array (N, K_text) str or None, the caption of each text view
+    text_truth : bool array (N, K_text, N) or None: ``text_truth[i, k, j]`` = caption view ``(i, k)``
+        truly describes item ``j`` of the split
+    eval_view : dict modality -> int, the view held in the split's main ``features[m]``
+    """
+
+    features: dict[str, np.ndarray]
+    severity: dict[str, np.ndarray]
+    factors: dict[str, np.ndarray]
+    captions: np.ndarray | None = None
+    text_truth: np.ndarray | None = None
+    eval_view: dict[str, int] = field(default_factory=dict)
+
+    def n_views(self, modality: str) -> int:
+        return int(self.features[modality].shape[1])
+
+    def take(self, rows: np.ndarray) -> "Views":
+        """The views of items ``rows`` (truth restricted to those items, re-indexed)."""
+        return Views(features={m: x[rows] for m, x in self.features.items()},
+                     severity={m: x[rows] for m, x in self.severity.items()},
+                     factors={m: x[rows] for m, x in self.factors.items()},
+                     captions=None if self.captions is None else self.captions[rows],
+                     text_truth=None if self.text_truth is None else self.text_truth[rows][:, :, rows],
+                     eval_view=dict(self.eval_view))
 
 
 class BundleError(ValueError):
@@ -73,6 +127,9 @@ class FeatureSplit:
     meta : dict name -> np.ndarray (N,) str, optional per-item labels stored with the bundle
         (:data:`ITEM_META`: the embedded dataset records each item's corpus ``collection`` and its
         near-duplicate ``group``)
+    relevant : bool array (N, N) or None, many-to-many ground truth: ``relevant[i, j]`` = the
+        caption of row ``i`` truly describes item ``j`` (diagonal True). None: one-to-one only.
+    views : :class:`Views` or None, several renderings of each item (the ``-real`` presets)
     """
 
     ids: np.ndarray
@@ -84,6 +141,8 @@ class FeatureSplit:
     root: Path | None = None
     raw: tuple[str, ...] = ()
     meta: dict[str, np.ndarray] = field(default_factory=dict)
+    relevant: np.ndarray | None = None
+    views: Views | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -94,6 +153,14 @@ class FeatureSplit:
 
     def feature_dim(self, modality: str) -> int:
         return int(self.features[modality].shape[-1])
+
+    def text_relevance(self) -> np.ndarray | None:
+        """``(N, N)`` bool many-to-many truth of the split's captions (None without it)."""
+        return self.relevant
+
+    def generality(self) -> np.ndarray | None:
+        """``(N,)`` int: how many items of the split each row's caption truly describes (None without truth)."""
+        return None if self.relevant is None else self.relevant.sum(axis=1)
 
     def media_path(self, modality: str, row: int) -> Path | None:
         """Absolute path of a raw-media file, refusing paths that escape the bundle root."""
@@ -113,6 +180,38 @@ def _inside_root(root: Path, rel: str, field_name: str, row: int) -> Path:
     if os.path.isabs(rel) or (path != root and root not in path.parents):
         raise BundleError(f"{field_name} row {row}: path {rel!r} escapes the bundle directory {root}")
     return path
+
+
+# ----------------------------------------------------------------------------------------------
+# many-to-many truth: CSR on disk, dense in memory
+# ----------------------------------------------------------------------------------------------
+def truth_to_csr(relevant: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(R, N)`` bool -> ``(indptr (R + 1,), indices (nnz,))`` int64 (row-major, sorted indices)."""
+    relevant = np.asarray(relevant, dtype=bool)
+    rows, cols = np.nonzero(relevant)
+    indptr = np.zeros(relevant.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=relevant.shape[0]), out=indptr[1:])
+    return indptr, cols.astype(np.int64)
+
+
+def _truth_from_csr(path: Path, prefix: str, indptr: np.ndarray, indices: np.ndarray, n_rows: int,
+                    n_items: int) -> np.ndarray:
+    where = f"{path}: fields '{prefix}_indptr'/'{prefix}_indices'"
+    if n_items > MAX_TRUTH_ROWS:
+        raise BundleError(f"{where}: {n_items} items exceed the {MAX_TRUTH_ROWS} whose truth is held in memory")
+    if indptr.dtype.kind not in "iu" or indices.dtype.kind not in "iu" or indptr.shape != (n_rows + 1,) \
+            or indices.ndim != 1:
+        raise BundleError(f"{where} must be int arrays of shapes ({n_rows + 1},) and (nnz,), "
+                          f"got {indptr.dtype} {indptr.shape} and {indices.dtype} {indices.shape}")
+    if indptr[0] != 0 or indptr[-1] != len(indices) or (np.diff(indptr) < 0).any():
+        raise BundleError(f"{where}: indptr must start at 0, never decrease and end at len(indices) = {len(indices)}")
+    if len(indices) and (indices.min() < 0 or indices.max() >= n_items):
+        raise BundleError(f"{where}: indices must be item rows in [0, {n_items})")
+    out = np.zeros((n_rows, n_items), dtype=bool)
+    out[np.repeat(np.arange(n_rows), np.diff(indptr)), indices] = True
+    if int(out.sum()) != len(indices):
+        raise BundleError(f"{where}: a row lists the same item twice")
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -237,8 +336,53 @@ def _load_split(root: Path, split: str, manifest: dict) -> FeatureSplit:
             if arrays[name].shape != (n,) or arrays[name].dtype.kind != "U":
                 raise BundleError(f"{path}: field {name!r} must be a unicode array of shape ({n},)")
             meta[name] = arrays[name]
+    relevant = None
+    if "truth_indptr" in arrays or "truth_indices" in arrays:
+        relevant = _truth_from_csr(path, "truth", need("truth_indptr"), need("truth_indices"), n, n)
+        if not relevant[np.arange(n), np.arange(n)].all():
+            row = _first_bad_row(~relevant[np.arange(n), np.arange(n)])
+            raise BundleError(f"{path}: field 'truth_indices': the caption of row {row} does not describe its own item")
+    views = _load_views(path, arrays, manifest, features, n)
     return FeatureSplit(ids=ids, features=features, present=present, lengths=lengths, captions=captions,
-                        media=media, root=root, meta=meta)
+                        media=media, root=root, meta=meta, relevant=relevant, views=views)
+
+
+def _load_views(path: Path, arrays: dict, manifest: dict, features: dict, n: int) -> Views | None:
+    names = [m for m in MODALITIES if f"views_{m}" in arrays]
+    if not names:
+        return None
+    eval_view = manifest.get("eval_view", {})
+    feats, severity, factors = {}, {}, {}
+    for m in names:
+        x, sev, fac = arrays[f"views_{m}"], arrays.get(f"views_{m}_severity"), arrays.get(f"views_{m}_factors")
+        if m not in features or x.ndim != 3 or x.shape[0] != n or x.shape[2] != features[m].shape[-1] \
+                or x.dtype.kind != "f":
+            raise BundleError(f"{path}: field 'views_{m}' must be float (N={n}, K, D) with the features' D, "
+                              f"got {x.dtype} {x.shape}")
+        k = x.shape[1]
+        if sev is None or sev.shape != (n, k) or sev.dtype.kind != "f" or not np.isfinite(sev).all() \
+                or (sev < 0).any() or (sev > 1).any():
+            raise BundleError(f"{path}: field 'views_{m}_severity' must be floats in [0, 1] of shape ({n}, {k})")
+        if fac is None or fac.shape != (n, k) or fac.dtype.kind != "U":
+            raise BundleError(f"{path}: field 'views_{m}_factors' must be a unicode array of shape ({n}, {k})")
+        if not np.isfinite(x).all():
+            raise BundleError(f"{path}: field 'views_{m}' holds NaN or inf")
+        view = eval_view.get(m)
+        if not (isinstance(view, int) and 0 <= view < k):
+            raise BundleError(f"{path}: manifest 'eval_view' must name the view (0..{k - 1}) of {m!r}, got {view!r}")
+        feats[m], severity[m], factors[m] = x.astype(np.float32, copy=False), sev.astype(np.float32), fac
+    captions = text_truth = None
+    if "text" in names:
+        k = feats["text"].shape[1]
+        captions = arrays.get("views_text_captions")
+        if captions is None or captions.shape != (n, k) or captions.dtype.kind != "U":
+            raise BundleError(f"{path}: field 'views_text_captions' must be a unicode array of shape ({n}, {k})")
+        if "views_text_truth_indptr" in arrays or "views_text_truth_indices" in arrays:
+            flat = _truth_from_csr(path, "views_text_truth", arrays.get("views_text_truth_indptr", np.zeros(0, int)),
+                                   arrays.get("views_text_truth_indices", np.zeros(0, int)), n * k, n)
+            text_truth = flat.reshape(n, k, n)
+    return Views(features=feats, severity=severity, factors=factors, captions=captions, text_truth=text_truth,
+                 eval_view={m: int(eval_view[m]) for m in names})
 
 
 def load_bundle(path: str | os.PathLike, splits: tuple[str, ...] = SPLITS) -> dict[str, FeatureSplit]:
@@ -273,10 +417,12 @@ def load_bundle(path: str | os.PathLike, splits: tuple[str, ...] = SPLITS) -> di
 # saving and the synthetic generator
 # ----------------------------------------------------------------------------------------------
 def save_bundle(path: str | os.PathLike, splits: dict[str, dict[str, np.ndarray]], name: str,
-                quantized: dict[str, list[float]] | None = None, build_key: str | None = None) -> Path:
+                quantized: dict[str, list[float]] | None = None, build_key: str | None = None,
+                eval_view: dict[str, int] | None = None) -> Path:
     """Write a bundle (each file atomically: temp file + rename; the manifest, last, records each
     split file's SHA-256). ``splits[s]`` maps field -> array. ``build_key`` (optional) is stored in
-    the manifest: a digest of what the bundle was made from, so that a builder can reuse it."""
+    the manifest: a digest of what the bundle was made from, so that a builder can reuse it.
+    ``eval_view`` (bundles with views) names the view of each modality held in its main field."""
     root = Path(path)
     mods = sorted({m for arrays in splits.values() for m in arrays if m in MODALITIES}, key=MODALITIES.index)
     sums = {}
@@ -288,6 +434,8 @@ def save_bundle(path: str | os.PathLike, splits: dict[str, dict[str, np.ndarray]
         manifest["quantized"] = quantized
     if build_key is not None:
         manifest["build_key"] = build_key
+    if eval_view:
+        manifest["eval_view"] = dict(eval_view)
     atomic_write_json(root / "manifest.json", manifest)
     return root
 
@@ -295,7 +443,7 @@ def save_bundle(path: str | os.PathLike, splits: dict[str, dict[str, np.ndarray]
 def make_synthetic_bundle(path: str | os.PathLike, n_items: tuple[int, int, int] = (600, 150, 150),
                           dims: dict[str, int] | None = None, latent_dim: int = 8, n_clusters: int = 12,
                           noise: float = 0.5, missing_rate: float = 0.0, quantize_audio: bool = False,
-                          frames: int = 0, seed: int = 0) -> Path:
+                          frames: int = 0, seed: int = 0, truth: bool = False, views: int = 0) -> Path:
     """Write a synthetic bundle with learnable cross-modal structure (for tests and docs).
 
     Each item has a latent vector (a cluster centre plus item-specific variation); every
@@ -303,19 +451,55 @@ def make_synthetic_bundle(path: str | os.PathLike, n_items: tuple[int, int, int]
     matching items across modalities is possible but not trivial. ``frames > 0`` writes
     frame-level audio (N, frames, D) with random valid lengths; ``quantize_audio`` stores audio as
     YT8M-style uint8 in [-2, 2]; ``missing_rate`` drops modalities at random (never all three).
+
+    ``truth=True`` adds many-to-many ground truth with a known answer: half of the captions are
+    generic ("an item of group c", text features made from the cluster centre alone), true of every
+    item of cluster ``c`` in the split; the others are specific, true of their own item only.
+    ``views=K`` (K >= 2) adds K views of every audio and image item, view ``k`` of severity
+    ``s ~ U(0, 1)`` (view 0: s = 0, the evaluation view) holding the clean features plus
+    ``3 * s * noise`` of fresh Gaussian noise, factors ``{"noise": s}``; with ``truth``, K text views too.
     """
     rng = np.random.default_rng(seed)
     dims = dims or {"audio": 128, "image": 256, "text": 64}
     centres = rng.normal(size=(n_clusters, latent_dim))
     maps = {m: (rng.normal(size=(latent_dim, 64)) / np.sqrt(latent_dim), rng.normal(size=(64, d)) / 8.0)
             for m, d in dims.items()}
+    if views and (isinstance(views, bool) or not isinstance(views, int) or views < 2 or frames or quantize_audio):
+        raise ValueError(f"views must be 0 or an int >= 2 (without frames or quantize_audio), got {views!r}")
     splits, start = {}, 0
     for split, n in zip(SPLITS, n_items):
-        latent = centres[rng.integers(n_clusters, size=n)] + 0.8 * rng.normal(size=(n, latent_dim))
+        cluster = rng.integers(n_clusters, size=n)
+        latent = centres[cluster] + 0.8 * rng.normal(size=(n, latent_dim))
         arrays: dict[str, np.ndarray] = {"ids": np.array([f"syn{start + i:06d}" for i in range(n)])}
         arrays["captions"] = np.array([f"synthetic item {start + i} of cluster-like group" for i in range(n)])
+        text_latent = latent
+        if truth:
+            generic = rng.random(n) < 0.5
+            text_latent = np.where(generic[:, None], centres[cluster], latent)
+            arrays["captions"] = np.array([f"an item of group {c}" if g else f"synthetic item {start + i}"
+                                           for i, (c, g) in enumerate(zip(cluster, generic))])
+            relevant = np.where(generic[:, None], cluster[:, None] == cluster[None, :], np.eye(n, dtype=bool))
+            arrays["truth_indptr"], arrays["truth_indices"] = truth_to_csr(relevant)
+            arrays["attributes"] = np.array([json.dumps({"group": int(c)}) for c in cluster])
+            arrays["caption_attributes"] = np.array([json.dumps({"group": int(c)} if g else {"item": int(start + i)})
+                                                     for i, (c, g) in enumerate(zip(cluster, generic))])
         for m, (w1, w2) in maps.items():
-            x = np.tanh(latent @ w1) @ w2 + noise * rng.normal(size=(n, w2.shape[1]))
+            source = text_latent if m == "text" else latent
+            clean = np.tanh(source @ w1) @ w2
+            x = clean + noise * rng.normal(size=(n, w2.shape[1]))
+            if views and (m != "text" or truth):
+                sev = rng.random((n, views)).astype(np.float32)
+                sev[:, 0] = 0.0
+                arrays[f"views_{m}"] = (clean[:, None, :] + noise * (1 + 3 * sev[:, :, None])
+                                        * rng.normal(size=(n, views, w2.shape[1]))).astype(np.float32)
+                arrays[f"views_{m}_severity"] = sev
+                arrays[f"views_{m}_factors"] = np.array([[json.dumps({"noise": round(float(v), 4)}) for v in row]
+                                                         for row in sev])
+                x = arrays[f"views_{m}"][:, 0]
+                if m == "text":
+                    arrays["views_text_captions"] = np.repeat(arrays["captions"][:, None], views, axis=1)
+                    flat = np.repeat(relevant, views, axis=0)
+                    arrays["views_text_truth_indptr"], arrays["views_text_truth_indices"] = truth_to_csr(flat)
             if m == "audio" and frames:
                 x = x[:, None, :] + 0.3 * rng.normal(size=(n, frames, x.shape[1]))
                 arrays["audio_lengths"] = rng.integers(max(1, frames // 2), frames + 1, size=n)
@@ -331,5 +515,7 @@ def make_synthetic_bundle(path: str | os.PathLike, n_items: tuple[int, int, int]
                 arrays[f"{m}_present"] = ~drop[:, j]
         splits[split] = arrays
         start += n
+    view_mods = [m for m in dims if views and (m != "text" or truth)]
     return save_bundle(path, splits, name=f"synthetic-seed{seed}",
-                       quantized={"audio": [-2.0, 2.0]} if quantize_audio else None)
+                       quantized={"audio": [-2.0, 2.0]} if quantize_audio else None,
+                       eval_view={m: 0 for m in view_mods} or None)
