@@ -40,7 +40,7 @@ reproduce: $(STAMP)
 
 # JupyterLab on notebooks/ (kernel "mmkit" registered, widgets extension checked, URL printed; Ctrl-C stops it)
 lab: $(STAMP)
-	$(PY) -m mmkit lab --root notebooks
+	$(PY) -m mmkit lab
 
 bench: $(STAMP)
 	cd benchmarks && ../$(PY) bench_ssw.py && ../$(PY) bench_vmf.py

@@ -34,12 +34,21 @@ def _fractions(text: str) -> tuple[float, float, float]:
 def _user_data(build, *args, **kwargs) -> int:
     """Run build-data --from or import-features: bad input is an error message (exit 2), a result
     prints what was written (the skipped rows, the card)."""
-    from mmkit.data.user.items import InputError
+    import warnings
 
-    try:
-        summary = build(*args, **kwargs)
-    except (InputError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    from mmkit.data.user.items import ColumnWarning, InputError
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ColumnWarning)
+        try:
+            summary = build(*args, **kwargs)
+        except (InputError, ValueError) as exc:
+            summary, error = None, exc
+    for w in caught:  # columns that are ignored: said first, as lines of their own
+        print(f"warning: {w.message}" if issubclass(w.category, ColumnWarning) else
+              warnings.formatwarning(w.message, w.category, w.filename, w.lineno), file=sys.stderr)
+    if summary is None:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"bundle: {summary['bundle']}" + (" (unchanged inputs: reused)" if summary["bundle_reused"] else ""))
     print(f"items={summary['items']} train={summary['train']} val={summary['val']} test={summary['test']} "
@@ -193,7 +202,10 @@ def _study(args) -> int:
 def _lab_parser(sub) -> None:
     lab = sub.add_parser("lab", help="start JupyterLab on the notebooks, as make lab does: kernel 'mmkit' registered, "
                                      "widgets extension checked, URL printed")
-    lab.add_argument("--root", default="notebooks", help="folder served (default notebooks/, a link to mmkit/notebooks)")
+    lab.add_argument("--root", default="my-notebooks",
+                     help="your working copy of the notebooks, served (default my-notebooks/, git-ignored): the shipped "
+                          "ones are copied in at the first start, your edits are never overwritten; the package's own "
+                          "folder (notebooks/, mmkit/notebooks) is refused")
     lab.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: the first free one from 8888)")
     lab.add_argument("--token", default=None, help="access token (default: a fresh random one, printed in the URL); "
                                                   "'' for none")

@@ -15,7 +15,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from mmkit.app.browser import KERNEL_NAME, lab_command, register_kernel, widgets_extension
+from mmkit.app.browser import (KERNEL_NAME, LAB_DEFAULTS, LAB_DIR, LabSetupError, lab_command, register_kernel,
+                               widgets_extension, working_copy)
 from mmkit.app.notebook import notebook_path, run_notebook
 from mmkit.model.run import Run, encode_split
 from mmkit.pipeline.reproduce import run_dir
@@ -26,30 +27,64 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_make_lab_runs_the_one_lab_command(tmp_path):
-    """`make lab` runs `python -m mmkit lab --root notebooks`, which prints the URL and exactly the
-    command line lab_command builds (the browser test starts JupyterLab through the same CLI)."""
+    """`make lab` runs `python -m mmkit lab`, which prints the URL, where the working copy is, and exactly
+    the command line lab_command builds (the browser test starts JupyterLab through the same CLI)."""
     # --no-print-directory: under `make test` this make is a sub-make, which would print "Leaving directory"
     dry = subprocess.run(["make", "-n", "--no-print-directory", "lab"], cwd=ROOT, capture_output=True, text=True,
                          check=True)
-    assert dry.stdout.strip().splitlines()[-1] == ".venv/bin/python -m mmkit lab --root notebooks"
+    assert dry.stdout.strip().splitlines()[-1] == ".venv/bin/python -m mmkit lab"
     assert "lab" in next(line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith(".PHONY"))
-    done = subprocess.run([sys.executable, "-m", "mmkit", "lab", "--root", "notebooks", "--port", "8977", "--token",
-                           "t0k3n", "--print-command"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "mmkit", "lab", "--port", "8977", "--token", "t0k3n",
+                           "--print-command"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert "http://127.0.0.1:8977/lab/tree/00_start_here.ipynb?token=t0k3n" in [ln.strip() for ln in lines]
+    assert any(f"your working copies in {tmp_path / LAB_DIR}" in ln for ln in lines)
     cmd = shlex.split(lines[-1])
-    assert cmd == lab_command(ROOT / "notebooks", 8977, "t0k3n")
+    assert cmd == lab_command(tmp_path / LAB_DIR, 8977, "t0k3n")
     assert {"--no-browser", "--ServerApp.ip=127.0.0.1", "--ServerApp.port=8977", "--ServerApp.port_retries=0",
-            f"--ServerApp.root_dir={ROOT / 'notebooks'}"} <= set(cmd)
+            f"--ServerApp.root_dir={tmp_path / LAB_DIR}",
+            f"--LabApp.app_settings_dir={tmp_path / LAB_DIR / '.jupyterlab'}"} <= set(cmd)
     assert (ROOT / "notebooks" / "00_start_here.ipynb").resolve() == notebook_path("00_start_here.ipynb").resolve()
     spec = json.loads((Path(sys.prefix) / "share" / "jupyter" / "kernels" / KERNEL_NAME / "kernel.json").read_text())
     assert spec["display_name"] == KERNEL_NAME and spec["argv"][0] == sys.executable
     line = widgets_extension()
     assert "@jupyter-widgets/jupyterlab-manager" in line and "enabled" in line and "OK" in line
-    bad = subprocess.run([sys.executable, "-m", "mmkit", "lab", "--root", str(tmp_path / "missing"), "--print-command"],
-                         capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "is not a folder" in bad.stderr
+    for package_folder in ("notebooks", "mmkit/notebooks"):  # serving the package's own notebooks is refused
+        bad = subprocess.run([sys.executable, "-m", "mmkit", "lab", "--root", package_folder, "--print-command"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert bad.returncode == 2 and "the package's own notebook folder" in bad.stderr, bad.stderr
+    assert "/my-notebooks/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_the_working_copy_keeps_edits_and_follows_untouched_notebooks(tmp_path):
+    """Copied on the first start; an edited copy is never overwritten (and named when the package's
+    version moves on); an untouched copy follows the package; the news toast is off in its settings."""
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    for name in ("a.ipynb", "b.ipynb", "c.ipynb"):
+        (shipped / name).write_text(f'{{"v": "{name} 1"}}')
+    work = tmp_path / "work"
+    assert working_copy(work, shipped)["copied"] == ["a.ipynb", "b.ipynb", "c.ipynb"]
+    assert all((work / n).read_bytes() == (shipped / n).read_bytes() for n in ("a.ipynb", "b.ipynb", "c.ipynb"))
+    (work / "a.ipynb").write_text('{"v": "my edit"}')                       # the user's edit (or saved outputs)
+    (work / "c.ipynb").unlink()                                              # deleted: copied afresh
+    assert working_copy(work, shipped) == {"copied": ["c.ipynb"], "updated": [], "kept": ["a.ipynb", "b.ipynb"],
+                                           "edited_behind": []}
+    for name in ("a.ipynb", "b.ipynb"):                                      # a newer package
+        (shipped / name).write_text(f'{{"v": "{name} 2"}}')
+    assert working_copy(work, shipped) == {"copied": [], "updated": ["b.ipynb"], "kept": ["c.ipynb"],
+                                           "edited_behind": ["a.ipynb"]}
+    assert (work / "a.ipynb").read_text() == '{"v": "my edit"}'
+    assert (work / "b.ipynb").read_text() == '{"v": "b.ipynb 2"}'
+    overrides = json.loads((work / ".jupyterlab" / "overrides.json").read_text())
+    assert overrides == LAB_DEFAULTS
+    assert overrides["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "false"
+    (work / ".jupyterlab" / "overrides.json").write_text("{}")               # the user's choice is kept
+    working_copy(work, shipped)
+    assert (work / ".jupyterlab" / "overrides.json").read_text() == "{}"
+    with pytest.raises(LabSetupError, match="package's own notebook folder"):
+        working_copy(shipped / "sub", shipped)
 
 
 def test_kernel_registration_is_idempotent(tmp_path):

@@ -3,7 +3,13 @@ driven in a real browser (JupyterLab headless + Playwright + Debian chromium).
 
 :func:`lab_command` builds the JupyterLab command line; ``python -m mmkit lab`` (``make lab``) runs
 it through :func:`start_lab` after :func:`prepare_lab` (the kernel "mmkit" registered in this
-environment, the ipywidgets extension checked enabled), and :func:`jupyterlab_server` starts the
+environment, the ipywidgets extension checked enabled) and :func:`working_copy`: the lab serves a
+git-ignored working copy of the shipped notebooks (``my-notebooks/``, :data:`LAB_DIR`), never the
+package's own folder, so that running and saving a notebook leaves the package untouched. The
+working copy also holds the kit's JupyterLab defaults (:data:`LAB_DEFAULTS`: no news toast, no
+update check), as JupyterLab's ``overrides.json`` in ``my-notebooks/.jupyterlab/`` (the lab's
+``app_settings_dir``): the user's own JupyterLab settings are neither read nor written for them.
+:func:`jupyterlab_server` starts the
 very same ``python -m mmkit lab`` for ``tests/test_browser.py`` and for
 :func:`screenshot_retrieval_demo` (the README figure).
 Nothing is downloaded: the browser is the system chromium (``apt-get install chromium``; another
@@ -37,8 +43,9 @@ from typing import Iterator, Mapping, Sequence
 from mmkit.app.notebook import WORKDIR_ENV, ParameterError, check_parameters, declared_parameters, notebook_path
 from mmkit.core.io import atomic_write_bytes, atomic_write_text
 
-__all__ = ["CHROMIUM_ARGS", "DEMO_NOTEBOOK", "START_NOTEBOOK", "KERNEL_NAME", "WIDGETS_EXTENSION", "BrowserUnavailable",
-           "LabSetupError", "lab_command", "register_kernel", "widgets_extension", "prepare_lab", "start_lab",
+__all__ = ["CHROMIUM_ARGS", "DEMO_NOTEBOOK", "START_NOTEBOOK", "KERNEL_NAME", "WIDGETS_EXTENSION", "LAB_DIR",
+           "LAB_DEFAULTS", "BrowserUnavailable", "LabSetupError", "lab_command", "register_kernel", "widgets_extension",
+           "prepare_lab", "working_copy", "start_lab",
            "find_browser", "write_parameterized_notebook", "jupyterlab_server", "chromium_page", "DemoPage", "demo_page",
            "start_here_page", "screenshot_retrieval_demo"]
 
@@ -51,12 +58,16 @@ WIDGETS_EXTENSION = "@jupyter-widgets/jupyterlab-manager"
 #: chromium flags: headless, no sandbox (root in containers), no GPU, no traffic of its own.
 CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
-# JupyterLab user settings: no news or update toasts, every cell rendered (no windowing), so that
-# screenshots show the whole app and selectors find every widget.
-_LAB_SETTINGS = {
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"checkForUpdates": False, "fetchNews": "false"},
-    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
-}
+#: The working copy of the notebooks that ``make lab`` serves (git-ignored), relative to where it starts.
+LAB_DIR = "my-notebooks"
+#: JupyterLab defaults of the kit's lab (``overrides.json`` in the working copy; the user's settings still win):
+#: no "Jupyter news" toast over the outputs, no update check (a request to a website).
+LAB_DEFAULTS = {"@jupyterlab/apputils-extension:notification": {"checkForUpdates": False, "fetchNews": "false"}}
+_LAB_SETTINGS_DIR = ".jupyterlab"   # in the working copy: the lab's app_settings_dir
+_SHIPPED_RECORD = ".mmkit-shipped.json"   # in the working copy: {notebook: SHA-256 of the shipped version copied}
+# JupyterLab user settings of the test server: every cell rendered (no windowing), so that screenshots
+# show the whole app and selectors find every widget.
+_LAB_SETTINGS = {"@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"}}
 
 
 class BrowserUnavailable(RuntimeError):
@@ -76,10 +87,13 @@ def lab_command(root_dir: str | os.PathLike, port: int = 8888, token: str | None
     when run as root; ``token`` ``""``
     turns the token off (tests), None keeps JupyterLab's own. Kernels get CurveZMQ transport
     encryption, so they start without ipykernel's "running over TCP without encryption" warning.
+    JupyterLab's app settings (:data:`LAB_DEFAULTS`) are read from ``root_dir/.jupyterlab``.
     ``extra``: further JupyterLab options, appended.
     """
+    root = Path(root_dir).absolute()
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-           "--ServerApp.port_retries=0", f"--ServerApp.root_dir={Path(root_dir).absolute()}",
+           "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root}",
+           f"--LabApp.app_settings_dir={root / _LAB_SETTINGS_DIR}",
            f"--MultiKernelManager.default_kernel_name={KERNEL_NAME}", "--KernelManager.transport_encryption=auto"]
     if token is not None:
         cmd.append(f"--IdentityProvider.token={token}")
@@ -143,31 +157,96 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def start_lab(root_dir: str | os.PathLike = "notebooks", port: int | None = None, token: str | None = None,
+def working_copy(root_dir: str | os.PathLike = LAB_DIR, shipped: str | os.PathLike | None = None) -> dict[str, list[str]]:
+    """Make ``root_dir`` the lab's working copy of the shipped notebooks; never overwrite an edit.
+
+    A shipped notebook missing there is copied; one left as it was copied (its SHA-256 is that
+    recorded in ``root_dir/.mmkit-shipped.json`` at the copy) follows the shipped version when that
+    changes; one you edited (running it in the lab saves its outputs, an edit) is kept, and said so
+    when the shipped version has changed since (delete yours to get the new one). The kit's
+    JupyterLab defaults (:data:`LAB_DEFAULTS`) are written to ``root_dir/.jupyterlab/overrides.json``
+    unless that file exists (then it is yours).
+
+    Parameters
+    ----------
+    root_dir : the working copy (created if missing); it must not be, or lie inside, ``shipped``
+    shipped : the package's notebooks (default :data:`mmkit.app.notebook.NOTEBOOKS`)
+
+    Returns
+    -------
+    dict
+        ``{"copied": [...], "updated": [...], "kept": [...], "edited_behind": [...]}``: notebook names
+        copied now, replaced by a newer shipped version, left as they were, and edited copies whose
+        shipped version has changed since.
+    """
+    from mmkit.app.notebook import NOTEBOOKS
+    from mmkit.core.io import atomic_write_json, sha256_bytes
+
+    shipped = Path(shipped or NOTEBOOKS).resolve()
+    root = Path(root_dir)
+    if root.resolve() == shipped or shipped in root.resolve().parents:
+        raise LabSetupError(f"{root} is the package's own notebook folder ({shipped}): the lab would save your "
+                            f"outputs and edits into the package; use a working copy (default {LAB_DIR}/)")
+    if root.exists() and not root.is_dir():
+        raise LabSetupError(f"{root.absolute()} is not a folder")
+    record_path = root / _SHIPPED_RECORD
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        record = {}
+    record = record if isinstance(record, dict) else {}
+    report: dict[str, list[str]] = {"copied": [], "updated": [], "kept": [], "edited_behind": []}
+    for source in sorted(shipped.glob("*.ipynb")):
+        data, dest = source.read_bytes(), root / source.name
+        new_hash = sha256_bytes(data)
+        recorded = record.get(source.name)
+        mine = sha256_bytes(dest.read_bytes()) if dest.is_file() else None
+        if mine is not None and mine not in (new_hash, recorded):   # edited: never overwritten
+            report["edited_behind" if recorded != new_hash else "kept"].append(source.name)
+            continue
+        report["copied" if mine is None else "kept" if mine == new_hash else "updated"].append(source.name)
+        if mine != new_hash:   # missing, or untouched since copied while the shipped one changed
+            atomic_write_bytes(dest, data)
+        record[source.name] = new_hash
+    atomic_write_json(record_path, record)
+    overrides = root / _LAB_SETTINGS_DIR / "overrides.json"
+    if not overrides.exists():
+        atomic_write_text(overrides, json.dumps(LAB_DEFAULTS, indent=1) + "\n")
+    return report
+
+
+def start_lab(root_dir: str | os.PathLike = LAB_DIR, port: int | None = None, token: str | None = None,
               extra: Sequence[str] = (), open_notebook: str = START_NOTEBOOK.name, prepare: bool = True,
               dry_run: bool = False, out=None) -> list[str]:
-    """``make lab``: prepare (:func:`prepare_lab`), print the URL, then replace this process by JupyterLab.
+    """``make lab``: prepare (:func:`prepare_lab`, :func:`working_copy`), print the URL, then replace this
+    process by JupyterLab on the working copy ``root_dir`` (default ``my-notebooks/``, git-ignored).
 
     ``port``: default the first free port from 8888 on. ``token``: default a fresh random one (printed
     in the URL); ``""`` for none. The environment JupyterLab (and its kernels) gets: ``$MMKIT_WORKDIR``
     = the current directory (the notebooks' relative paths mean the checkout, not the notebook's
     folder) and ``$MMKIT_CACHE`` = its ``.cache/mmkit`` unless set (the dataset cache of ``make
-    reproduce``). ``dry_run``: print and return the command without starting it.
+    reproduce``). ``dry_run``: prepare, print and return the command without starting it.
     """
     out = out or sys.stdout
     root = Path(root_dir)
-    if not root.is_dir():
-        raise LabSetupError(f"{root.absolute()} is not a folder (run make lab in the checkout; notebooks/ links to "
-                            f"{notebook_path(open_notebook).parent})")
     if port is None:
         port = next((p for p in range(8888, 8988) if _port_is_free(p)), None)
         if port is None:
             raise LabSetupError("no free port in 8888-8987; pass --port")
     token = secrets.token_urlsafe(24) if token is None else token
+    copies = working_copy(root)
     cmd = lab_command(root, port, token, extra)
     if prepare:
         ready = prepare_lab()
         print(f"kernel {KERNEL_NAME!r}: {ready['kernel']}\nwidgets: {ready['widgets']}", file=out)
+    said = {"copied": "copied from the package", "updated": "updated to the package's newer version"}
+    print(f"notebooks: your working copies in {root.absolute()} (git-ignored; run and edit them there, the package's "
+          f"{notebook_path(open_notebook).parent} stays as shipped)", file=out)
+    for what, names in copies.items():
+        if names and what in said:
+            print(f"  {said[what]}: {', '.join(names)}", file=out)
+    for name in copies["edited_behind"]:
+        print(f"  kept your edited {name}; the package's version has changed since: delete yours to get it", file=out)
     url = f"http://127.0.0.1:{port}/lab/tree/{open_notebook}" + (f"?token={token}" if token else "")
     print(f"JupyterLab on {root.absolute()}:\n    {url}\n(headless: open the URL in a browser, through an SSH "
           f"tunnel if remote: ssh -L {port}:127.0.0.1:{port} host; stop with Ctrl-C)", file=out, flush=True)
