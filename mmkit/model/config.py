@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Mapping
 
+from mmkit.model.encoders import KAPPA_HEADS
 from mmkit.vocab import CONTRASTIVE_READINGS, METHODS, family
 
 __all__ = ["ConfigError", "TrainConfig"]
@@ -31,6 +32,15 @@ class TrainConfig:
     same number of steps (the few-pairs experiment of ``docs/study.md``). ``as_published`` (default
     False) trains **with the reference code's defects on purpose**: its vMF sampler and circle
     ``W_1`` (:mod:`mmkit.core.published`; the study's "as published" experiment E8 only).
+
+    The concentration (vMF methods): ``kappa_head`` ``"softplus"`` (the default, every run before
+    issue 23) or ``"log"`` with ``kappa_scale`` and the bounds ``[kappa_floor, kappa_max]``
+    (:class:`mmkit.model.encoders.VMFHead`; ``kappa_max`` and ``kappa_scale`` act on the log head
+    only); ``kappa_lr_scale`` multiplies the learning rate of the heads' concentration layers
+    (their own optimizer parameter group; at 1.0 a single group, as before). ``patience`` (default
+    None: every one of ``epochs``) stops training once the validation score has not improved for
+    that many epochs; ``epochs`` is then the most trained. Settings added later default to the
+    earlier behaviour, so an old ``config.json`` without them loads and trains as it did.
     """
 
     method: str = "proposed"
@@ -41,6 +51,7 @@ class TrainConfig:
     n_projections: int = 50
     match_samples: int = 7
     vib_weight: float = 1e-4
+    pseudo_positive_weight: float = 0.1  # PCME++'s alpha, the weight of its pseudo-positives (pcmepp only)
     debiased_ssw: bool = False
     as_published: bool = False
     encoder: str = "heads"
@@ -50,8 +61,13 @@ class TrainConfig:
     dropout: float = 0.1
     kappa_floor: float = 1.0
     kappa_init: float = 100.0
+    kappa_head: str = "softplus"
+    kappa_max: float = 1e4
+    kappa_scale: float = 1.0
+    kappa_lr_scale: float = 1.0
     batch_size: int = 128
     epochs: int = 20
+    patience: int | None = None
     steps_per_epoch: int | None = None
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -87,7 +103,7 @@ class TrainConfig:
             fail("steps_per_epoch", "None (one pass over the training items) or an int >= 1")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             fail("seed", "an int >= 0")
-        for name in ("vib_weight", "weight_decay"):
+        for name in ("vib_weight", "weight_decay", "pseudo_positive_weight"):
             if not (number(name) and 0 <= getattr(self, name) < math.inf):
                 fail(name, "a finite number >= 0")
         for name in ("lr", "kappa_floor", "kappa_init"):
@@ -95,6 +111,18 @@ class TrainConfig:
                 fail(name, "a finite number > 0")
         if self.kappa_init <= self.kappa_floor:
             fail("kappa_init", f"a number above kappa_floor = {self.kappa_floor!r} (every kappa starts there)")
+        if self.kappa_head not in KAPPA_HEADS:
+            fail("kappa_head", f"one of {KAPPA_HEADS}")
+        for name in ("kappa_max", "kappa_scale", "kappa_lr_scale"):
+            if not (number(name) and 0 < getattr(self, name) < math.inf):
+                fail(name, "a finite number > 0")
+        if self.kappa_max <= self.kappa_init:
+            fail("kappa_max", f"a number above kappa_init = {self.kappa_init!r}")
+        if self.kappa_head != "softplus" and self.family != "vmf":
+            fail("kappa_head", "'softplus' for the Gaussian methods (it parameterises the vMF concentration)")
+        if self.patience is not None and (not isinstance(self.patience, int) or isinstance(self.patience, bool)
+                                          or self.patience < 1):
+            fail("patience", "None (train every epoch) or an int >= 1 (epochs without a better validation score)")
         if not (number("dropout") and 0 <= self.dropout < 1):
             fail("dropout", "a number in [0, 1)")
         for name in ("debiased_ssw", "as_published"):

@@ -4,8 +4,9 @@
 
     run/
       config.json        the TrainConfig (resuming with a different config is refused)
-      manifest.json      git commit, package versions, seed, data hash and spec, input dims, start/end, status
-      log.csv            one row per epoch: loss terms, validation metrics, kappa, seconds (LOG_FIELDS)
+      manifest.json      code version at start (code_version), package versions, seed, data hash and spec,
+                         input dims, start/end, status, stopped_epoch
+      log.csv            one row per epoch: loss terms, validation metrics, kappa statistics, seconds (LOG_FIELDS)
       tensorboard/       the same scalars as TensorBoard event files (only when training asked for them)
       checkpoint.json    pointer {file, sha256, epoch} to the last good checkpoint (atomic)
       ckpt-epochNNNN.pt  full training state (the newest ``keep_checkpoints`` are kept)
@@ -22,6 +23,7 @@ names it.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import platform
@@ -42,11 +44,14 @@ from mmkit.model.encodings import Encodings
 from mmkit.model.factory import build_model, model_inputs
 from mmkit.vocab import MODALITIES
 
-__all__ = ["CheckpointError", "Run", "LOG_FIELDS", "encode_split", "data_fingerprint", "provenance"]
+__all__ = ["CheckpointError", "Run", "LOG_FIELDS", "KAPPA_STATISTICS", "encode_split", "data_fingerprint",
+           "kappa_statistics", "code_version", "provenance"]
 
-#: Columns of ``log.csv``, one row per epoch.
+#: The spread statistics of :func:`kappa_statistics` besides the mean, in ``log.csv`` as ``kappa_<modality>_<name>``.
+KAPPA_STATISTICS = ("sd", "cv", "q05", "q25", "q50", "q75", "q95")
+#: Columns of ``log.csv``, one row per epoch (``kappa_<modality>`` is the mean of the validation items' kappa).
 LOG_FIELDS = ["epoch", "loss", "L_C", "L_S", "VIB", "val_score", "val_R@1_mean"] + \
-    [f"kappa_{m}" for m in MODALITIES] + ["seconds"]
+    [f"kappa_{m}" for m in MODALITIES] + [f"kappa_{m}_{s}" for m in MODALITIES for s in KAPPA_STATISTICS] + ["seconds"]
 _CHECKPOINT_NAME = re.compile(r"ckpt-epoch\d{4,}\.pt")
 _CHECKPOINT_KEYS = ("model", "objective", "optimizer", "epoch", "best_score", "best_epoch", "history")
 
@@ -67,17 +72,63 @@ def data_fingerprint(splits: Mapping[str, FeatureSplit]) -> str:
     return sha256_bytes(b"\0".join(parts))
 
 
-def _git_commit() -> str | None:
+def kappa_statistics(kappa: torch.Tensor) -> dict[str, float]:
+    """Summary of concentrations ``kappa`` (N,), N >= 1: ``mean``, ``sd`` (with N - 1), ``cv`` = sd / mean
+    (the per-item spread of issue 23), ``mean_log`` and the quantiles ``q05`` .. ``q95`` (linear interpolation)."""
+    k = torch.as_tensor(kappa).detach().double().reshape(-1)
+    if k.numel() == 0:
+        raise ValueError("kappa_statistics: no kappa values")
+    q = torch.quantile(k, torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95], dtype=torch.float64)).tolist()
+    mean, sd = float(k.mean()), float(k.std()) if k.numel() > 1 else 0.0
+    return {"mean": mean, "sd": sd, "cv": sd / mean, "mean_log": float(k.log().mean()),
+            "q05": q[0], "q25": q[1], "q50": q[2], "q75": q[3], "q95": q[4]}
+
+
+def _git(root: Path, *args: str) -> str | None:
+    """``git args`` run in ``root``: its stripped output, or None when git fails or is missing."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=root)
     except (OSError, subprocess.SubprocessError):
         return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def code_version(root: str | Path | None = None) -> dict:
+    """The version of the code in use: ``{"commit", "dirty", "source_sha256", "recorded": "start"}``.
+
+    Parameters
+    ----------
+    root : the package directory (default: that of the imported ``mmkit``)
+
+    Returns
+    -------
+    dict
+        ``source_sha256``: SHA-256 over every ``*.py`` file under ``root`` in the order of their
+        relative POSIX paths, each contributing its path (UTF-8), a NUL byte, its size (8 bytes,
+        big-endian) and its bytes; it identifies the code whether or not it is in git.
+        ``commit`` (HEAD) and ``dirty`` (uncommitted changes, staged or not, to tracked files
+        under ``root``) come from git when ``root`` is tracked in a work tree, else both are None.
+        ``recorded`` says when it was taken: training stores it in the manifest at the start of
+        a run (:func:`provenance`).
+    """
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
+    if not root.is_dir():
+        raise ValueError(f"code_version: {root} is not a directory")
+    digest = hashlib.sha256()
+    for rel in sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py") if p.is_file()):
+        data = (root / rel).read_bytes()
+        digest.update(rel.encode("utf-8") + b"\0" + len(data).to_bytes(8, "big") + data)
+    commit = dirty = None
+    if _git(root, "ls-files", "--error-unmatch", "--", ".") is not None:  # tracked files in a work tree
+        commit = _git(root, "rev-parse", "HEAD") or None
+        status = _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".")
+        dirty = None if status is None else bool(status)
+    return {"commit": commit, "dirty": dirty, "source_sha256": digest.hexdigest(), "recorded": "start"}
 
 
 def provenance() -> dict:
-    """``{"git_commit", "versions"}`` of this process, for a run's manifest."""
+    """``{"git_commit", "versions", "code_version"}`` of this process, for a run's manifest
+    (``git_commit`` is ``code_version()["commit"]``, kept for the manifests written before it)."""
     import importlib.metadata as md
 
     versions = {"python": platform.python_version()}
@@ -86,7 +137,8 @@ def provenance() -> dict:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             versions[pkg] = "unknown"
-    return {"git_commit": _git_commit(), "versions": versions}
+    version = code_version()
+    return {"git_commit": version["commit"], "versions": versions, "code_version": version}
 
 
 @torch.no_grad()
@@ -182,13 +234,29 @@ class Run:
         """``metrics.json``: validation metrics of the best epoch."""
         return self._read_json("metrics.json", "metrics of the best epoch")
 
-    def load_data(self, cache_dir: str | Path | None = None, progress: bool = False) -> dict[str, FeatureSplit]:
-        """The data the run was trained on (its manifest's spec), checked against the recorded hash."""
-        from mmkit.data.resolve import resolve_data
+    @property
+    def data_spec(self) -> str:
+        """The data the run was trained on, valid from any directory: a preset name as recorded, else the
+        bundle directory as an absolute path (a relative one is read relative to the run directory, then,
+        for runs recorded relative to where they were trained, to the current directory)."""
+        from mmkit.data.resolve import PRESETS
 
         spec = self.manifest.get("data")
         if not spec:
             raise CheckpointError(f"{self.path}: the manifest does not record its data; pass the data explicitly")
+        if spec in PRESETS or Path(spec).is_absolute():
+            return spec
+        for base in (self.path, Path.cwd()):
+            if (base / spec).is_dir():
+                return str((base / spec).resolve())
+        raise CheckpointError(f"{self.path}: its data {spec!r} is neither a preset {PRESETS} nor a bundle directory "
+                              f"relative to the run ({self.path.resolve()}) or to the current directory ({Path.cwd()})")
+
+    def load_data(self, cache_dir: str | Path | None = None, progress: bool = False) -> dict[str, FeatureSplit]:
+        """The data the run was trained on (its manifest's spec), checked against the recorded hash."""
+        from mmkit.data.resolve import resolve_data
+
+        spec = self.data_spec
         data = resolve_data(spec, cache_dir=cache_dir, progress=progress)
         if data_fingerprint(data) != self._manifest_field("data_sha256"):
             raise CheckpointError(f"{self.path}: the data at {spec!r} differ from those the run was trained on")

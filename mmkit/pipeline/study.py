@@ -6,7 +6,8 @@ One **run** is (experiment, level, variant, seed). :func:`run_one` builds the le
 settings of the protocol into a git-ignored work directory, evaluates the selected model on the
 clean splits with both distances (SSW₁ primary, μ-cosine secondary) and writes everything the
 analysis needs — metrics, per-query ranks with the query ids, κ summaries, per-item κ where the
-protocol asks for it, the perturbation record, provenance; never weights — to
+protocol asks for it, the perturbation record, the code version recorded when the training
+started (``code_version``, :func:`mmkit.model.run.code_version`; ``git_commit`` is its commit); never weights — to
 ``reports/study/<experiment>/<run>.json`` (atomically). That store is committed, so a later session
 on a fresh machine, or a reviewer, re-analyses without retraining; :func:`run_grid` skips every
 run whose JSON exists with the same configuration.
@@ -33,7 +34,7 @@ from mmkit.core.io import atomic_write_text
 from mmkit.data.bundle import FeatureSplit
 from mmkit.data.resolve import resolve_data
 from mmkit.model.config import TrainConfig
-from mmkit.model.run import Run, data_fingerprint, provenance
+from mmkit.model.run import Run, data_fingerprint, kappa_statistics
 from mmkit.retrieval.tasks import complete_items, evaluate_tasks
 from mmkit.training.loop import fit
 from mmkit.vocab import task_name, tasks_for_method
@@ -127,20 +128,13 @@ def _splits(spec: RunSpec, data: Mapping[str, FeatureSplit]) -> tuple[dict, dict
     return {"train": train, "val": val}, evals, record
 
 
-def _kappa_summary(kappa: torch.Tensor) -> dict:
-    k = kappa.double()
-    q = torch.quantile(k, torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95], dtype=torch.float64)).tolist()
-    return {"mean": float(k.mean()), "sd": float(k.std()) if len(k) > 1 else 0.0, "mean_log": float(k.log().mean()),
-            "q05": q[0], "q25": q[1], "q50": q[2], "q75": q[3], "q95": q[4]}
-
-
 def _round(values, digits: int = 6) -> list:
     return [float(f"{v:.{digits}g}") for v in values]
 
 
 def _kappa(enc, split: FeatureSplit, per_item: bool) -> dict:
     """κ summaries per modality over the items that have it (and, with ``per_item``, every item's κ)."""
-    out = {"kappa": {m: _kappa_summary(enc[m].concentration[torch.from_numpy(split.present[m].copy())])
+    out = {"kappa": {m: kappa_statistics(enc[m].concentration[torch.from_numpy(split.present[m].copy())])
                      for m in enc if split.present[m].any()}}
     if per_item:
         out["kappa_items"] = {m: _round(enc[m].concentration.tolist(), 5) for m in enc}
@@ -205,13 +199,16 @@ def run_one(spec: RunSpec, store: str | os.PathLike = STORE, work: str | os.Path
     per_item = spec.experiment in ("E3", "E4", "E5")
     evaluations["train"] = {**({"ids": training["train"].ids.tolist()} if per_item else {}),
                             **_kappa(run.encode(training["train"]), training["train"], per_item=per_item)}
+    manifest = run.manifest  # provenance as recorded when the training started (not now)
     result = {
         "experiment": spec.experiment, "level": spec.level, "variant": spec.variant, "seed": spec.seed,
         "data": spec.data, "config": config.to_dict(), "data_sha256": data_fingerprint(data),
-        "train_sha256": data_fingerprint(training), **provenance(), "perturbation": record,
-        "best_epoch": summary["best_epoch"], "val_score": summary["val_score"],
-        "history": [{k: row[k] for k in ("epoch", "loss", "L_C", "L_S", "val_score", "kappa_audio", "kappa_image",
-                                         "kappa_text", "seconds") if k in row} for row in summary["history"]],
+        "train_sha256": data_fingerprint(training), "perturbation": record,
+        **{k: manifest.get(k) for k in ("git_commit", "versions", "code_version")},
+        **({"resumed_code_versions": manifest["resumed_code_versions"]} if "resumed_code_versions" in manifest else {}),
+        "best_epoch": summary["best_epoch"], "stopped_epoch": summary["stopped_epoch"], "val_score": summary["val_score"],
+        "history": [{k: v for k, v in row.items() if k in ("epoch", "loss", "L_C", "L_S", "val_score", "seconds")
+                     or k.startswith("kappa_")} for row in summary["history"]],
         "seconds_train": round(trained, 1), "seconds_total": round(time.time() - started, 1),
         "evaluation": EVALUATION, "splits": evaluations,
     }

@@ -24,9 +24,11 @@ from mmkit.data.bundle import FeatureSplit
 from mmkit.data.datasets import TripletDataset, batch_to_device
 from mmkit.model.config import ConfigError, TrainConfig
 from mmkit.model.encoders import MultimodalEncoder, masked_mean_pool
-from mmkit.model.factory import build_model, model_inputs
+from mmkit.model.encodings import Encodings
+from mmkit.model.factory import build_model, build_optimizer, model_inputs
 from mmkit.model.losses import TrainingObjective
-from mmkit.model.run import LOG_FIELDS, CheckpointError, Run, data_fingerprint, encode_split, provenance
+from mmkit.model.run import (KAPPA_STATISTICS, LOG_FIELDS, CheckpointError, Run, data_fingerprint, encode_split,
+                             kappa_statistics, provenance)
 from mmkit.retrieval.tasks import evaluate_tasks
 from mmkit.training.distributed import DistributedContext, distributed_session
 from mmkit.vocab import MODALITIES
@@ -68,12 +70,25 @@ def _resolve_device(name: str) -> torch.device:
 
 
 def _validation(model, split, device) -> tuple[float, dict, dict]:
-    """Selection score (mean MRR over the available tasks, mu-cosine ranking), tasks, encodings."""
+    """Selection score (mean MRR over the available tasks, mu-cosine ranking), tasks, kappa columns."""
     params = encode_split(model, split, device=device)
     present = {m: torch.from_numpy(split.present[m].copy()) for m in params}
     tasks = evaluate_tasks(params, present)
     score = float(np.mean([t["MRR"] for t in tasks.values()])) if tasks else float("nan")
-    return score, tasks, params
+    return score, tasks, kappa_columns(params, present)
+
+
+def kappa_columns(enc: Encodings, present: Mapping[str, torch.Tensor]) -> dict[str, float | None]:
+    """The kappa columns of a ``log.csv`` row: for every modality, :func:`~mmkit.model.run.kappa_statistics`
+    of the concentrations of the items that have it, as ``kappa_<m>`` (the mean) and ``kappa_<m>_<statistic>``
+    (:data:`~mmkit.model.run.KAPPA_STATISTICS`); None for a modality without items."""
+    row: dict[str, float | None] = {}
+    for m in MODALITIES:
+        rows = present[m].bool() if m in enc else None
+        stats = kappa_statistics(enc[m].concentration[rows]) if rows is not None and bool(rows.any()) else {}
+        row[f"kappa_{m}"] = stats.get("mean")
+        row.update({f"kappa_{m}_{s}": stats.get(s) for s in KAPPA_STATISTICS})
+    return row
 
 
 # ----------------------------------------------------------------------------------------------
@@ -118,7 +133,13 @@ def fit(config: TrainConfig, data: Mapping[str, FeatureSplit], out: str | Path, 
 
     Re-running with the same ``out`` resumes from the last checkpoint (the config must match).
     ``stop_after_steps`` stops the process-level loop early (for interruption tests); the run
-    stays resumable. Returns the summary written to ``metrics.json``.
+    stays resumable. Returns the summary written to ``metrics.json`` (the best epoch) with the
+    ``history`` of epoch rows and ``stopped_epoch``, the last epoch trained (before
+    ``config.epochs - 1`` when ``config.patience`` stopped it; also in the manifest).
+
+    Provenance: the manifest, written before the first step, holds this process's
+    :func:`~mmkit.model.run.code_version`; a resumed run keeps it and appends a resuming process's
+    version to ``resumed_code_versions`` when its code differs.
     """
     if "train" not in data or "val" not in data:
         raise ValueError(f"data must hold 'train' and 'val' splits, got {sorted(data)}")
@@ -146,8 +167,7 @@ def _fit(config: TrainConfig, data: Mapping[str, FeatureSplit], run: Run, ctx: D
     if head_inputs:
         model.fit_input_normalization(head_inputs)
     model.to(device), objective.to(device)
-    params = list(model.parameters()) + list(objective.parameters())
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = build_optimizer(config, model, objective)
 
     state = run.load_checkpoint()
     history: list[dict] = []
@@ -158,14 +178,18 @@ def _fit(config: TrainConfig, data: Mapping[str, FeatureSplit], run: Run, ctx: D
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
         history = list(state["history"])
+    here = provenance()  # this process's code and package versions
     manifest = run.manifest if run.is_run() else {
-        **provenance(), "seed": config.seed,
+        "seed": config.seed,
         "data_sha256": data_fingerprint(data), "in_dims": in_dims, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "threads": config.threads, "device": str(device), "resumes": 0, "data": data_spec}
     if state is not None:
         manifest["resumes"] = manifest.get("resumes", 0) + 1
         if manifest.get("data_sha256") != data_fingerprint(data):
             raise CheckpointError(f"{run.path}: the data differ from those the run started with")
+        _record_resumed_code(manifest, here["code_version"])
+    else:  # nothing trained yet (new, or killed before its first checkpoint): the code starts here
+        manifest.update(here)
     manifest["status"] = "running"
     manifest["world_size"] = ctx.world_size
     if main:
@@ -183,6 +207,8 @@ def _fit(config: TrainConfig, data: Mapping[str, FeatureSplit], run: Run, ctx: D
                desc=f"{config.method} seed {config.seed}", unit="step", dynamic_ncols=True)
     steps_done = 0
     for epoch in range(start_epoch, config.epochs):
+        if _plateaued(config, epoch - 1, best_epoch):  # a resumed run that had stopped early stays stopped
+            break
         t0 = time.perf_counter()
         epoch_seed = _epoch_seed(config.seed, epoch)
         torch.manual_seed(epoch_seed)
@@ -213,12 +239,11 @@ def _fit(config: TrainConfig, data: Mapping[str, FeatureSplit], run: Run, ctx: D
                 if board is not None:
                     board.close()
                 return {"interrupted": True, "epoch": epoch, "step": step}
-        score, tasks, enc = _validation(model, val_split, device)
+        score, tasks, kappa = _validation(model, val_split, device)
         row = {"epoch": epoch,
                **{k: sums[k] / steps_per_epoch if k in sums else None for k in ("loss", "L_C", "L_S", "VIB")},
                "val_score": score, "val_R@1_mean": float(np.mean([t["R@1"] for t in tasks.values()])) if tasks else None,
-               **{f"kappa_{m}": float(enc[m].concentration.mean()) if m in enc else None for m in MODALITIES},
-               "seconds": time.perf_counter() - t0}
+               **kappa, "seconds": time.perf_counter() - t0}
         history.append(row)
         improved = score > best_score
         if improved:
@@ -236,16 +261,36 @@ def _fit(config: TrainConfig, data: Mapping[str, FeatureSplit], run: Run, ctx: D
                         board.add_scalar(key, row[key], epoch)
                 board.flush()
         ctx.barrier()
+        if _plateaued(config, epoch, best_epoch):
+            break
     bar.close()
     if board is not None:
         board.close()
+    stopped_epoch = history[-1]["epoch"]
     if main:
-        manifest.update(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        manifest.update(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), stopped_epoch=stopped_epoch,
+                        early_stopped=stopped_epoch < config.epochs - 1)
         run.write_manifest(manifest)
     ctx.barrier()
     summary = run.metrics
-    summary["history"] = history
+    summary.update(history=history, stopped_epoch=stopped_epoch)
     return summary
+
+
+def _plateaued(config: TrainConfig, last_epoch: int, best_epoch: int) -> bool:
+    """Early stopping: whether the ``config.patience`` epochs up to ``last_epoch`` all failed to
+    improve on the best validation score (of ``best_epoch``); never without a patience."""
+    return config.patience is not None and last_epoch - best_epoch >= config.patience
+
+
+def _record_resumed_code(manifest: dict, version: Mapping) -> None:
+    """Keep the run's start-time ``code_version``; append the resuming process's version to
+    ``resumed_code_versions`` (with the resume's number) when it differs in commit, dirty flag or sources."""
+    key = ("commit", "dirty", "source_sha256")
+    start = manifest.get("code_version")
+    if start is None or any(start.get(k) != version[k] for k in key):
+        manifest.setdefault("resumed_code_versions", []).append(
+            {**{k: version[k] for k in key}, "recorded": "resume", "resume": manifest["resumes"]})
 
 
 def _epoch_batches(n: int, batch: int, steps: int, fixed_steps: bool, generator: torch.Generator) -> list[torch.Tensor]:
