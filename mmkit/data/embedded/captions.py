@@ -1,5 +1,6 @@
 """Captions for excerpts: metadata (collection, country, dance type, meter) plus descriptors computed
-from the music itself (key, range, opening interval, contour, motion, density, cadence).
+from the music itself (key, range, opening interval, contour, motion, density, cadence). Key and
+notes are named as the score spells them (:func:`spelled_key`), never from pitch classes alone.
 
 Metadata alone repeats a lot (a prototype found 552 distinct captions for 2,165 excerpts), so the
 musical descriptors are what tells pieces apart. Phrasing varies deterministically with the item
@@ -13,7 +14,7 @@ import numpy as np
 
 from mmkit.data.embedded.corpus import COLLECTION_NAMES, Work
 
-__all__ = ["describe", "make_caption"]
+__all__ = ["describe", "spelled_key", "make_caption"]
 
 _INTERVAL_WORDS = {0: "a repeated note", 1: "a semitone", 2: "a whole tone", 3: "a minor third", 4: "a major third",
                    5: "a fourth", 6: "a tritone", 7: "a fifth", 8: "a minor sixth", 9: "a major sixth",
@@ -23,6 +24,47 @@ _INTERVAL_WORDS = {0: "a repeated note", 1: "a semitone", 2: "a whole tone", 3: 
 def _spell(name: str) -> str:
     """music21's ``E-5`` / ``F#4`` -> ``Eb5`` / ``F#4``."""
     return name.replace("-", "b")
+
+
+def spelled_key(excerpt, analysed):
+    """The analysed key spelled as the score spells it.
+
+    music21's key finder (Krumhansl–Schmuckler profiles over pitch classes) names its tonic from
+    twelve fixed spellings, so a piece written in D flat major comes out "C# major" beside the
+    score's own A flats and D flats. The spelling is taken from the score instead: the key
+    signature's key in the analysed mode when its tonic is the analysed pitch class, else the
+    enharmonic spelling (at most one accidental) whose scale holds most of the excerpt's notated
+    pitches (ties: the fewer sharps or flats).
+
+    Parameters
+    ----------
+    excerpt : music21 stream
+        The excerpt the key was analysed from.
+    analysed : music21.key.Key
+        The key found by ``excerpt.analyze("key")``.
+
+    Returns
+    -------
+    music21.key.Key
+        The same tonic pitch class and mode, spelled from the score.
+    """
+    from music21 import key
+
+    pc, mode = analysed.tonic.pitchClass, analysed.mode
+    signature = excerpt.recurse().getElementsByClass(key.KeySignature).first()
+    if signature is not None and mode in ("major", "minor"):
+        from_signature = signature.asKey(mode)
+        if from_signature.tonic.pitchClass == pc:
+            return from_signature
+    names = [analysed.tonic.name] + [p.name for p in analysed.tonic.getAllCommonEnharmonics(alterLimit=1)]
+    notated = [p.name for n in excerpt.recurse().notes for p in n.pitches]
+
+    def fit(name: str) -> tuple[int, int]:
+        candidate = key.Key(name, mode)
+        scale = {p.name for p in candidate.getPitches()}
+        return sum(n in scale for n in notated), -abs(candidate.sharps or 0)
+
+    return key.Key(max(dict.fromkeys(names), key=fit), mode)
 
 
 def describe(excerpt) -> dict:
@@ -52,9 +94,9 @@ def describe(excerpt) -> dict:
     out["stepwise"] = float(np.mean(np.abs(steps) <= 2))
     out["density"] = round(len(pitches) / max(float(excerpt.highestTime), 1e-6), 2)
     try:
-        k = excerpt.analyze("key")
+        k = spelled_key(excerpt, excerpt.analyze("key"))
         out["key"] = f"{k.tonic.name.replace('-', ' flat')} {k.mode}"
-        out["ends_on_tonic"] = pitches[-1].name == k.tonic.name
+        out["ends_on_tonic"] = pitches[-1].pitchClass == k.tonic.pitchClass
     except Exception:  # noqa: BLE001 - key analysis fails on unusual material; the caption omits it
         pass
     return out
