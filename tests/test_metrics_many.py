@@ -118,3 +118,44 @@ def test_input_validation():
         map_at_r(np.array([[np.nan, 0.0, 0.0], [0.0, 0.0, 0.0]]), rel)
     with pytest.raises(ValueError, match="query 1 .*no relevant gallery item"):
         r_precision(s, np.array([[True, False, False], [False, False, False]]))
+
+
+def test_tasks_with_text_get_many_to_many_metrics_in_the_right_orientation():
+    from mmkit.retrieval.tasks import evaluate_tasks
+
+    # four items on the axes, every modality equal; caption 0 describes items 0 and 1
+    loc = torch.eye(4)
+    params = {m: (loc, torch.full((4,), 5.0)) for m in ("audio", "image", "text")}
+    present = {m: torch.ones(4, dtype=torch.bool) for m in params}
+    truth = torch.eye(4, dtype=torch.bool)
+    truth[0, 1] = True
+    out = evaluate_tasks(params, present, text_relevance=truth)
+    # T->I, caption 0: item 0 first (relevant), then {1, 2, 3} tied with one relevant in one slot:
+    # R-P = (1 + 1/3) / 2 = 2/3, mAP@R = (1 + (1/3)(1 + 1) / 2) / 2 = 2/3; the other queries 1 -> mean 11/12
+    # I->T, item 1: its captions are 0 and 1, the same tie -> 2/3 as well
+    for task in ("T->I", "I->T", "A&T->I", "T->A", "A->T"):
+        assert out[task]["RP"] == pytest.approx(11 / 12) and out[task]["mAP@R"] == pytest.approx(11 / 12)
+    assert "RP" not in out["A->I"] and "mAP@R" not in out["I->A"]
+    plain = evaluate_tasks(params, present)
+    assert all(set(v) == {"R@1", "R@5", "R@10", "R@15", "MRR", "MR", "n"} for v in plain.values())
+    assert all(plain[t][k] == out[t][k] for t in plain for k in plain[t])  # one-to-one metrics unchanged
+
+    # random embeddings and an asymmetric truth: text as query uses truth rows, text as gallery its columns
+    g = torch.Generator().manual_seed(3)
+    n = 30
+    locs = {m: torch.nn.functional.normalize(torch.randn(n, 6, generator=g), dim=-1) for m in params}
+    params = {m: (locs[m], torch.full((n,), 5.0)) for m in params}
+    present = {m: torch.ones(n, dtype=torch.bool) for m in params}
+    present["audio"][:4] = False
+    truth = (torch.rand(n, n, generator=g) < 0.15) | torch.eye(n, dtype=torch.bool)
+    out = evaluate_tasks(params, present, tasks=[(("text",), "image"), (("image",), "text"), (("audio",), "text")],
+                         return_ranks=True, text_relevance=truth)
+    t2i = locs["text"] @ locs["image"].T
+    assert torch.allclose(out["T->I"]["RP_per_query"], r_precision(t2i, truth))
+    assert torch.allclose(out["I->T"]["mAP@R_per_query"], map_at_r(t2i.T, truth.T))
+    keep = torch.arange(4, n)
+    a2t = locs["audio"][keep] @ locs["text"][keep].T
+    assert torch.allclose(out["A->T"]["RP_per_query"], r_precision(a2t, truth[keep][:, keep].T))
+    assert out["A->T"]["RP"] == pytest.approx(float(r_precision(a2t, truth[keep][:, keep].T).mean()))
+    with pytest.raises(ValueError, match=r"text_relevance must be a \(30, 30\) bool"):
+        evaluate_tasks(params, present, text_relevance=truth[:5, :5])
