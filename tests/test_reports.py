@@ -25,6 +25,7 @@ def test_tables_round_trip(tmp_path):
     names = {p.rsplit("/", 1)[1] for p in files}
     for name in ("recall_image", "recall_text", "recall_audio", "lambda_sweep", "lambda_limits"):
         assert {f"{name}.md", f"{name}.tex", f"{name}.csv"} <= names
+    assert not any(n.startswith("relevance_") for n in names)  # no many-to-many rows: no such tables
     with open(tmp_path / "recall_image.csv") as fh:
         back = list(csv.DictReader(fh))
     index = {(r["method"], r["lambda_s"], r["task"], r["metric"]): r for r in rows}
@@ -119,3 +120,30 @@ def test_committed_readme_matches_committed_tables():
             "runtime"} <= set(blocks)
     for name, body in blocks.items():
         assert body == (root / "reports" / "tables" / f"{name}.md").read_text(), name
+
+
+def test_relevance_tables_from_many_to_many_rows(tmp_path):
+    from mmkit.analysis.reports import write_recall_tables
+
+    rows = _rows()
+    for method, lam, base in (("baseline", "0", 0.40), ("proposed", "1", 0.45), ("proposed", "0.1", 0.9),
+                              ("pcme", "", 0.30)):
+        tasks = ("T->I", "I->T") if method == "pcme" else ("T->I", "A&T->I", "A->T", "I->T", "A&I->T", "T->A", "I&T->A")
+        for i, task in enumerate(tasks):
+            for metric, shift in (("RP", 0.0), ("mAP@R", -0.1)):
+                rows.append({"dataset": "music21-small-real", "method": method, "task": task, "metric": metric,
+                             "lambda_s": lam, "distance": "ssw", "mean": base + shift + 0.01 * i, "std": 0.02,
+                             "n_seeds": 3})
+    files = write_recall_tables(rows, tmp_path)
+    assert {p.rsplit("/", 1)[1] for p in files} >= {f"relevance_{t}.{e}" for t in ("image", "text", "audio")
+                                                     for e in ("md", "tex", "csv")}
+    with open(tmp_path / "relevance_text.csv") as fh:
+        back = list(csv.DictReader(fh))
+    assert {(r["method"], r["task"], r["metric"]) for r in back} == {
+        (m, t, k) for m in ("baseline", "proposed") for t in ("A->T", "I->T", "A&I->T") for k in ("RP", "mAP@R")} | {
+        ("pcme", "I->T", k) for k in ("RP", "mAP@R")}
+    assert {r["lambda_s"] for r in back if r["method"] == "proposed"} == {"1"}  # λ_S = 0.1 is not a main row
+    md = (tmp_path / "relevance_image.md").read_text()
+    assert "| T->I RP | T->I mAP@R | A&T->I RP | A&T->I mAP@R |" in md
+    assert "**0.450 ± 0.020**" in md and "0.400 ± 0.020" in md  # three decimals; the best mean in bold
+    assert "\\textbf{0.450 $\\pm$ 0.020}" in (tmp_path / "relevance_image.tex").read_text()

@@ -14,7 +14,7 @@ from pathlib import Path
 from mmkit.core.io import atomic_write_text
 from mmkit.vocab import METHOD_LABELS, METHODS, MULTIMODAL_TASKS
 
-__all__ = ["write_rows_csv", "write_table", "write_recall_tables", "write_lambda_tables",
+__all__ = ["write_rows_csv", "write_table", "write_recall_tables", "write_relevance_tables", "write_lambda_tables",
            "write_paper_tables", "write_runtime_table", "write_significance_table", "pivot", "readme_tables",
            "sync_readme_tables"]
 
@@ -38,13 +38,20 @@ RECALL_TABLES = {
     "recall_text": ("A->T", "I->T", "A&I->T"),
     "recall_audio": ("I->A", "T->A", "I&T->A"),
 }
+#: Tables of the many-to-many metrics (R-Precision, mAP@R): the tasks with text, by target modality.
+RELEVANCE_TABLES = {
+    "relevance_image": ("T->I", "A&T->I"),
+    "relevance_text": ("A->T", "I->T", "A&I->T"),
+    "relevance_audio": ("T->A", "I&T->A"),
+}
 _LOWER_IS_BETTER = {"MR", "sec_per_triplet"}
+_FRACTIONS = {"MRR", "RP", "mAP@R"}  # in [0, 1], three decimals (R@k is in %)
 
 
 def _fmt(metric: str, mean: float, std: float) -> str:
     if metric == "MR":
         return f"{mean:.1f}"
-    if metric == "MRR":
+    if metric in _FRACTIONS:
         return f"{mean:.3f} ± {std:.3f}"
     if metric == "sec_per_triplet":
         return f"{mean:.5f} ± {std:.5f}"
@@ -119,20 +126,42 @@ def write_table(outdir: str | os.PathLike, name: str, rows: list[dict], title: s
     return [str(out / f"{name}.{ext}") for ext in ("md", "tex", "csv")]
 
 
-def write_recall_tables(rows: list[dict], outdir: str | os.PathLike) -> list[str]:
-    """Tables 2-4 analogues: R@5/10/15 per target modality for PCME, MPC, Baseline, Proposed (λ_S = 1)."""
-    def method_key(r):
-        main = r["method"] in ("pcme", "mpc", "baseline") or (r["method"] == "proposed" and r["lambda_s"] == "1")
-        return (r["dataset"], METHODS.index(r["method"])) if main else None
+def _main_method_key(r: dict):
+    """Row key of the main comparison (PCME, MPC, Baseline, Proposed at λ_S = 1; other rows None)."""
+    main = r["method"] in ("pcme", "mpc", "baseline") or (r["method"] == "proposed" and r["lambda_s"] == "1")
+    return (r["dataset"], METHODS.index(r["method"])) if main else None
 
+
+def _write_by_target(rows: list[dict], outdir, tables: dict[str, tuple[str, ...]], metrics: tuple[str, ...],
+                     title: str) -> list[str]:
+    """One table per target modality (``<kind>_<target>``) of the main comparison; ``title`` has a
+    ``{target}`` field."""
     written = []
-    for name, tasks in RECALL_TABLES.items():
-        target = {"recall_image": "image", "recall_text": "text", "recall_audio": "audio"}[name]
-        cols = [(t, m) for t in tasks for m in ("R@5", "R@10", "R@15")]
-        written += write_table(outdir, name, rows, f"R@k (%) for multimodal {target} retrieval, mean ± std over seeds",
-                               method_key, lambda k: [k[0], METHOD_LABELS[METHODS[k[1]]]], ["dataset", "method"],
-                               cols)
+    for name, tasks in tables.items():
+        written += write_table(outdir, name, rows, title.format(target=name.rsplit("_", 1)[1]), _main_method_key,
+                               lambda k: [k[0], METHOD_LABELS[METHODS[k[1]]]], ["dataset", "method"],
+                               [(t, m) for t in tasks for m in metrics])
     return written
+
+
+def write_recall_tables(rows: list[dict], outdir: str | os.PathLike) -> list[str]:
+    """Tables 2-4 analogues: R@5/10/15 per target modality for PCME, MPC, Baseline, Proposed (λ_S = 1);
+    with rows of many-to-many metrics (data with caption truth) also :func:`write_relevance_tables`."""
+    written = _write_by_target(rows, outdir, RECALL_TABLES, ("R@5", "R@10", "R@15"),
+                               "R@k (%) for multimodal {target} retrieval, mean ± std over seeds")
+    return written + write_relevance_tables(rows, outdir)
+
+
+def write_relevance_tables(rows: list[dict], outdir: str | os.PathLike) -> list[str]:
+    """R-Precision ("RP", PMRP when the relevant set is the plausible matches) and mAP@R of the tasks
+    with text, per target modality (``relevance_image``, ``relevance_text``, ``relevance_audio``), for
+    the methods of the recall tables. Written only when ``rows`` hold those metrics (data with
+    many-to-many caption truth, :func:`mmkit.analysis.evaluate.aggregate`); returns the files written."""
+    if not any(r["metric"] in ("RP", "mAP@R") for r in rows):
+        return []
+    return _write_by_target(rows, outdir, RELEVANCE_TABLES, ("RP", "mAP@R"),
+                            "R-Precision and mAP@R (many-to-many caption truth) for {target} retrieval, "
+                            "mean ± std over seeds")
 
 
 def write_lambda_tables(rows: list[dict], outdir: str | os.PathLike) -> list[str]:

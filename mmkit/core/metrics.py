@@ -223,18 +223,14 @@ def map_at_r(scores, relevant):
     Parameters
     ----------
     scores : np.ndarray or Tensor, shape (Q, G)
-        Similarity of each query to each gallery item, higher is closer (use ``-distance``).
+        Higher is closer, as for :func:`r_precision`.
     relevant : np.ndarray or Tensor of bool, shape (Q, G)
-        ``relevant[i, j]``: gallery item j is a true match of query i; the same library as ``scores``.
+        The true matches of each query, as for :func:`r_precision`.
 
     Returns
     -------
-    np.ndarray or Tensor, shape (Q,), float64 in [0, 1] (the library and device of ``scores``)
-
-    Raises
-    ------
-    TypeError, ValueError
-        As :func:`r_precision`.
+    np.ndarray or Tensor, shape (Q,)
+        float64 in [0, 1], in the library and on the device of ``scores``; errors as :func:`r_precision`.
 
     References
     ----------
