@@ -43,7 +43,8 @@ from mmkit.model.run import Run
 from mmkit.retrieval.scores import fuse_vmf_product, score
 from mmkit.vocab import DISTANCES, MODALITIES, task_name
 
-__all__ = ["DISTANCE_LABELS", "Ranking", "RetrievalSession", "RetrievalApp", "run_slug", "runs_from_json"]
+__all__ = ["DISTANCE_LABELS", "Ranking", "RetrievalSession", "RetrievalApp", "run_slug", "runs_from_json",
+           "caption_truth_rows"]
 
 #: How a score of :func:`mmkit.retrieval.scores.score` (higher = more relevant) is shown: column header
 #: and the sign that turns it into the displayed value (distances and divergences are shown as such).
@@ -245,6 +246,28 @@ class RetrievalSession:
 # widget layer
 # ----------------------------------------------------------------------------------------------
 _FORMATS = {"jpg": "jpeg", "mp3": "mpeg"}
+
+
+def caption_truth_rows(split: FeatureSplit, query_rows: Mapping[str, int], target: str) -> set[int] | None:
+    """Split rows of the gallery items that truly match a query by the captions' many-to-many truth.
+
+    With text in the query, the items its caption describes; with text as the target, the captions
+    that describe one of the query's items (the relevant sets of
+    :func:`mmkit.retrieval.tasks.task_relevance`). None when the split has no truth
+    (``split.text_relevance()``) or neither side is text.
+
+    Parameters
+    ----------
+    split : FeatureSplit
+    query_rows : {modality: split row} of the query
+    target : the gallery's modality
+    """
+    truth = split.text_relevance()
+    if truth is None or ("text" not in query_rows and target != "text"):
+        return None
+    if "text" in query_rows:
+        return {int(r) for r in truth[query_rows["text"]].nonzero()[0]}
+    return {int(r) for r in truth[:, sorted(set(query_rows.values()))].any(axis=1).nonzero()[0]}
 
 
 def _caption(split: FeatureSplit, row: int) -> str:
@@ -558,8 +581,12 @@ class RetrievalApp:
             return f'<div class="mmkit-ranking" {head}>{title}<br><i>{html.escape(self.errors[run])}</i></div>'
         label, sign = DISTANCE_LABELS[r.distance]
         found = ", ".join(f"{html.escape(i)} at rank {rank:g}" for i, rank in r.true_ranks.items()) or "none"
+        truth = caption_truth_rows(self.session.split, {m: self.session.row_by_id[i] for m, i in query.items()}, target)
+        if truth is not None:  # many-to-many truth: ≈ marks the other items the caption truly describes
+            found += f" · {len(truth & set(r.rows))} of {len(truth)} true by caption (≈) in the list"
         rows = "".join(
-            f"<tr style='background:{'#d9f2d9' if hit else 'none'}'><td>{n}</td><td>{'✔' if hit else ''}</td>"
+            f"<tr style='background:{'#d9f2d9' if hit else '#eef7ee' if row in (truth or ()) else 'none'}'><td>{n}</td>"
+            f"<td>{'✔' if hit else '≈' if row in (truth or ()) else ''}</td>"
             f"{_clipped(i, 190, code=True)}{_clipped(_caption(self.session.split, row), 230)}"
             f"<td>{sign * s:.4g}</td><td>{kap:.3g}</td></tr>"
             for n, (i, row, s, kap, hit) in enumerate(zip(r.ids, r.rows, r.scores, r.kappas, r.matches), 1))
