@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmkit.core.metrics import map_at_r, r_precision
+from mmkit.core.metrics import bootstrap_difference, map_at_r, r_precision
 
 
 def _orders(scores):
@@ -159,3 +159,14 @@ def test_tasks_with_text_get_many_to_many_metrics_in_the_right_orientation():
     assert out["A->T"]["RP"] == pytest.approx(float(r_precision(a2t, truth[keep][:, keep].T).mean()))
     with pytest.raises(ValueError, match=r"text_relevance must be a \(30, 30\) bool"):
         evaluate_tasks(params, present, text_relevance=truth[:5, :5])
+
+
+def test_bootstrap_difference_of_per_query_values():
+    a = torch.tensor([0.5, 1.0, 0.25, 1.0] * 25, dtype=torch.float64)
+    out = bootstrap_difference(a, a - 0.125, n_resamples=300)  # every resample differs by exactly 1/8
+    assert out["difference"] == pytest.approx(0.125) and out["ci_low"] == pytest.approx(0.125)
+    assert out["ci_high"] == pytest.approx(0.125) and out["p_value"] == 0.0
+    same = bootstrap_difference(a, a, n_resamples=50)
+    assert same["difference"] == 0.0 and same["p_value"] == 1.0
+    with pytest.raises(ValueError, match="same queries"):
+        bootstrap_difference(a, a[:3])

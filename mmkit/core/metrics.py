@@ -17,7 +17,8 @@ import torch
 from torch import Tensor
 
 __all__ = ["ranks_from_scores", "recall_at_k", "mean_reciprocal_rank", "median_rank", "summarize_ranks",
-           "RECALL_KS", "chance_level", "aggregate_over_seeds", "paired_bootstrap", "r_precision", "map_at_r"]
+           "RECALL_KS", "chance_level", "aggregate_over_seeds", "paired_bootstrap", "bootstrap_difference",
+           "r_precision", "map_at_r"]
 
 RECALL_KS = (1, 5, 10, 15)
 
@@ -261,11 +262,8 @@ def aggregate_over_seeds(values: list[float]) -> tuple[float, float, int]:
 
 def paired_bootstrap(ranks_a: Tensor, ranks_b: Tensor, metric: str = "MRR", n_resamples: int = 10_000,
                      seed: int = 0) -> dict[str, float]:
-    """Paired bootstrap of the difference ``metric(a) - metric(b)`` on the same queries.
-
-    Queries are resampled with replacement (Efron & Tibshirani 1993); returns the observed
-    difference, a 95 % percentile interval and a two-sided p-value (twice the smaller tail share
-    of resampled differences on the other side of zero).
+    """Paired bootstrap of the difference ``metric(a) - metric(b)`` on the same queries
+    (:func:`bootstrap_difference` of the per-query values of ``metric``).
 
     Parameters
     ----------
@@ -282,7 +280,26 @@ def paired_bootstrap(ranks_a: Tensor, ranks_b: Tensor, metric: str = "MRR", n_re
         per_query_a, per_query_b = 100.0 * (ranks_a <= k).double(), 100.0 * (ranks_b <= k).double()
     else:
         raise ValueError(f"metric must be 'MRR' or 'R@k', got {metric!r}")
-    diff = (per_query_a - per_query_b).double()
+    return bootstrap_difference(per_query_a, per_query_b, n_resamples=n_resamples, seed=seed)
+
+
+def bootstrap_difference(values_a: Tensor, values_b: Tensor, n_resamples: int = 10_000,
+                         seed: int = 0) -> dict[str, float]:
+    """Paired bootstrap of ``mean(values_a - values_b)``, per-query values of the same queries under
+    two methods (e.g. R-Precision or mAP@R per query).
+
+    Queries are resampled with replacement (Efron & Tibshirani 1993); returns the observed
+    difference, a 95 % percentile interval and a two-sided p-value (twice the smaller tail share
+    of resampled differences on the other side of zero).
+
+    Parameters
+    ----------
+    values_a, values_b : Tensor, shape (Q,)
+    """
+    if values_a.shape != values_b.shape or values_a.dim() != 1:
+        raise ValueError(f"values must be two (Q,) tensors of the same queries, got {tuple(values_a.shape)} "
+                         f"and {tuple(values_b.shape)}")
+    diff = (values_a - values_b).double()
     g = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, len(diff), (n_resamples, len(diff)), generator=g)
     boot = diff[idx].mean(1)
