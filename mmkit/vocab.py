@@ -12,14 +12,17 @@ Examples
 (('image', 'text'), 'audio')
 >>> family("mpc"), [task_name(*t) for t in tasks_for_method("pcme")]
 ('gaussian', ['T->I', 'I->T'])
+>>> ranking_distance("pcmepp", "ssw"), ranking_distance("mpc", "ssw"), ranking_distance("proposed", "kl")
+('csd', 'cosine', 'kl')
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 __all__ = ["MODALITIES", "MODALITY_PAIRS", "SPLITS", "VMF_METHODS", "GAUSSIAN_METHODS", "METHODS", "METHOD_LABELS",
-           "FAMILIES", "DISTANCES", "FUSIONS", "CONTRASTIVE_READINGS", "PAPER_TASKS", "MULTIMODAL_TASKS",
-           "family", "check_method", "task_name", "parse_task", "tasks_for_method"]
+           "FAMILIES", "DISTANCES", "GAUSSIAN_DISTANCES", "FUSIONS", "CONTRASTIVE_READINGS", "PAPER_TASKS",
+           "MULTIMODAL_TASKS", "family", "check_method", "task_name", "parse_task", "tasks_for_method",
+           "ranking_distance"]
 
 #: The three modalities, in the order every table and array uses.
 MODALITIES: tuple[str, ...] = ("audio", "image", "text")
@@ -28,16 +31,21 @@ MODALITY_PAIRS: tuple[tuple[str, str], ...] = (("audio", "image"), ("image", "te
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 #: Methods with von Mises-Fisher embeddings (the paper's Proposed, its Baseline with lambda_S = 0,
-#: and L_S alone) and with Gaussian embeddings (the competitors PCME and MPC).
+#: and L_S alone) and with diagonal Gaussian embeddings (the paper's competitors PCME and MPC, and
+#: PCME++, Chun ICLR 2024, the probabilistic anchor of the study's second round).
 VMF_METHODS: tuple[str, ...] = ("proposed", "baseline", "ls_only")
-GAUSSIAN_METHODS: tuple[str, ...] = ("pcme", "mpc")
-#: Every method, in the order of the paper's tables.
-METHODS: tuple[str, ...] = ("pcme", "mpc", "baseline", "proposed", "ls_only")
-METHOD_LABELS = {"pcme": "PCME", "mpc": "MPC", "baseline": "Baseline", "proposed": "Proposed", "ls_only": "L_S only"}
+GAUSSIAN_METHODS: tuple[str, ...] = ("pcme", "mpc", "pcmepp")
+#: Every method, in the order of the paper's tables (PCME++, not in the paper, after its competitors).
+METHODS: tuple[str, ...] = ("pcme", "mpc", "pcmepp", "baseline", "proposed", "ls_only")
+METHOD_LABELS = {"pcme": "PCME", "mpc": "MPC", "pcmepp": "PCME++", "baseline": "Baseline", "proposed": "Proposed",
+                 "ls_only": "L_S only"}
 FAMILIES: tuple[str, ...] = ("vmf", "gaussian")
 
-#: Retrieval scores between distributions (mmkit.retrieval.scores) and multimodal query fusions.
+#: Retrieval scores between vMF encodings (mmkit.retrieval.scores) and multimodal query fusions.
 DISTANCES: tuple[str, ...] = ("ssw", "kl", "elk", "cosine")
+#: Retrieval scores between diagonal Gaussian encodings: PCME++'s closed-form sampled distance
+#: ``E||z_q - z_g||^2`` and the mean-cosine of PCME and MPC.
+GAUSSIAN_DISTANCES: tuple[str, ...] = ("csd", "cosine")
 FUSIONS: tuple[str, ...] = ("product", "pooled")
 #: The two readings of the paper's contrastive loss L_C (docs/method.md).
 CONTRASTIVE_READINGS: tuple[str, ...] = ("infonce", "pcme")
@@ -87,7 +95,20 @@ _COMPOSED = tuple(parse_task(t) for t in MULTIMODAL_TASKS)
 
 def tasks_for_method(method: str) -> tuple[tuple[tuple[str, ...], str], ...]:
     """The tasks a method is evaluated on: the vMF methods all nine; as in the paper, PCME T<->I
-    and MPC T<->I plus the composed queries."""
-    if family(method) == "vmf":
+    and MPC T<->I plus the composed queries; PCME++ all nine (trained on the three modality pairs
+    like the vMF methods, and answering a composed query, as they do, by a product of the query
+    densities formed at retrieval time: ``docs/method.md``)."""
+    if family(method) == "vmf" or method == "pcmepp":
         return PAPER_TASKS
     return _TEXT_IMAGE if method == "pcme" else _TEXT_IMAGE + _COMPOSED
+
+
+def ranking_distance(method: str, requested: str) -> str:
+    """The distance a method's encodings are ranked by when ``requested`` is asked for: the vMF
+    methods ``requested`` (one of :data:`DISTANCES`); PCME++ its closed-form sampled distance
+    ``"csd"``; PCME and MPC the mean-cosine (how the paper ranks them)."""
+    if family(method) == "vmf":
+        if requested not in DISTANCES:
+            raise ValueError(f"distance must be one of {DISTANCES}, got {requested!r}")
+        return requested
+    return "csd" if method == "pcmepp" else "cosine"

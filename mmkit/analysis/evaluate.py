@@ -8,7 +8,8 @@ layout of every table in ``reports/tables``).
 Which tasks a method answers: the vMF methods (proposed, baseline, ls_only) all nine paper tasks
 with the chosen distributional distance; PCME and MPC (Gaussian embeddings) T->I and I->T, and MPC
 also the composed queries, ranked by mean-cosine with precision-weighted fusion (the product of
-isotropic Gaussians) — as in the paper, where the competitors appear on T<->I only.
+isotropic Gaussians) — as in the paper, where the competitors appear on T<->I only. PCME++ (not in
+the paper) all nine, ranked by its closed-form sampled distance ``"csd"`` on ``(mean, log_var)``.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from mmkit.core.metrics import aggregate_over_seeds, chance_level, paired_bootst
 from mmkit.model.run import Run, data_fingerprint
 from mmkit.retrieval.scores import fuse_vmf_product
 from mmkit.retrieval.tasks import complete_items, evaluate_tasks
-from mmkit.vocab import PAPER_TASKS, task_name, tasks_for_method
+from mmkit.vocab import PAPER_TASKS, ranking_distance, task_name, tasks_for_method
 
 __all__ = ["METRICS", "evaluate_run", "compare_methods", "aggregate", "kappa_reliability"]
 
@@ -70,7 +71,9 @@ def evaluate_run(run: str | Path, split: str = "test", distance: str = "ssw", fu
     config, part = run.config, data[split]
     params = run.encode(part)
     present = {m: torch.from_numpy(part.present[m].copy()) for m in params}
-    dist = distance if config.family == "vmf" else "cosine"
+    dist = ranking_distance(config.method, distance)
+    if dist == "csd":  # ranked on the Gaussians themselves, not on (mean, mean precision)
+        params = {m: (params[m].loc, params.log_var[m]) for m in params}
     tasks = evaluate_tasks(params, present, tasks=tasks_for_method(config.method), distance=dist, fusion=fusion,
                            return_ranks=True, n_samples=n_samples, n_projections=n_projections, seed=seed)
     for name, metrics in tasks.items():

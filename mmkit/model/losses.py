@@ -1,5 +1,5 @@
 """Training objectives: the SSW loss L_S, the two readings of the probabilistic contrastive loss
-L_C, and the competitors' objectives (PCME, MPC).
+L_C, and the competitors' objectives (PCME, MPC, PCME++).
 
 Everything is batched over a mini-batch of B items, each with up to three modalities
 (``audio``, ``image``, ``text``). Modality pairs follow the paper's order
@@ -17,6 +17,10 @@ Everything is batched over a mini-batch of B items, each with up to three modali
 * :func:`sampled_infonce_loss` — reading (b) of L_C: InfoNCE on sampled embeddings with a
   learned inverse temperature, symmetric, averaged over samples (MCInfoNCE, Kirchhof et al.
   ICML 2023).
+* :func:`pcmepp_loss` — PCME++ (Chun, ICLR 2024): the closed-form sampled distance
+  :func:`closed_form_sampled_distance` between diagonal Gaussians, the match probability
+  ``sigmoid(-a CSD + b)``, binary cross-entropy over all pairs of the batch in both retrieval
+  directions, and pseudo-positives (:func:`pseudo_positive_targets`) with weight alpha.
 
 The paper's exact L_C ("multimodal probabilistic contrastive loss") is defined in its main text,
 which is not public; both readings are **reconstructions** and the choice is a documented,
@@ -42,6 +46,9 @@ __all__ = [
     "sampled_infonce_loss",
     "gaussian_kl_to_standard",
     "product_of_gaussians",
+    "closed_form_sampled_distance",
+    "pseudo_positive_targets",
+    "pcmepp_loss",
     "pairwise_mean",
 ]
 
@@ -270,15 +277,146 @@ def product_of_gaussians(means: list[Tensor], log_vars: list[Tensor]) -> tuple[T
     return mean, -torch.log(total)
 
 
+def _check_gaussians(name: str, mean: Tensor, log_var: Tensor) -> None:
+    if not (isinstance(mean, Tensor) and isinstance(log_var, Tensor)) or mean.dim() != 2 or mean.shape != log_var.shape:
+        shapes = [tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in (mean, log_var)]
+        raise ValueError(f"{name}: expected mean and log_var of the same shape (N, d), got {shapes[0]} and {shapes[1]}")
+    if mean.shape[0] == 0:
+        raise ValueError(f"{name}: needs at least one item, got shape {tuple(mean.shape)}")
+
+
+def closed_form_sampled_distance(mean_x: Tensor, log_var_x: Tensor, mean_y: Tensor, log_var_y: Tensor,
+                                 chunk: int = 4096) -> Tensor:
+    r"""PCME++'s closed-form sampled distance (CSD) between every x and every y.
+
+    For independent ``z_x ~ N(mu_x, diag sigma_x^2)`` and ``z_y ~ N(mu_y, diag sigma_y^2)``,
+    ``CSD = E ||z_x - z_y||^2 = ||mu_x - mu_y||^2 + ||sigma_x^2 + sigma_y^2||_1`` (Chun 2024, Eq. 1).
+
+    Parameters
+    ----------
+    mean_x, log_var_x : Tensor, shape (N, d)
+    mean_y, log_var_y : Tensor, shape (M, d)
+    chunk : int
+        Rows of x per step (memory stays O(chunk M) for any gallery size).
+
+    Returns
+    -------
+    Tensor, shape (N, M), >= 0.
+
+    References
+    ----------
+    .. [1] S. Chun, "Improved probabilistic image-text representations", ICLR 2024.
+
+    Examples
+    --------
+    Means 3 apart with unit variances in d = 2: ``9 + (1 + 1) * 2 = 13``.
+
+    >>> import torch
+    >>> closed_form_sampled_distance(torch.tensor([[0.0, 0.0]]), torch.zeros(1, 2),
+    ...                              torch.tensor([[3.0, 0.0]]), torch.zeros(1, 2))
+    tensor([[13.]])
+    """
+    _check_gaussians("closed_form_sampled_distance: x", mean_x, log_var_x)
+    _check_gaussians("closed_form_sampled_distance: y", mean_y, log_var_y)
+    if mean_x.shape[1] != mean_y.shape[1]:
+        raise ValueError(f"closed_form_sampled_distance: x and y must share d, got {mean_x.shape[1]} and "
+                         f"{mean_y.shape[1]}")
+    sq_y, var_y = (mean_y * mean_y).sum(-1), log_var_y.exp().sum(-1)
+    rows = []
+    for s in range(0, mean_x.shape[0], chunk):
+        mx = mean_x[s:s + chunk]
+        sq = ((mx * mx).sum(-1)[:, None] + sq_y[None] - 2.0 * mx @ mean_y.T).clamp_min(0.0)
+        rows.append(sq + log_var_x[s:s + chunk].exp().sum(-1)[:, None] + var_y[None])
+    return torch.cat(rows)
+
+
+def pseudo_positive_targets(distance: Tensor) -> Tensor:
+    """Match targets with PCME++'s pseudo-positives, row by row (Chun 2024, Sec. 2.3).
+
+    Row i's positive is column i; every column j whose distance is no larger than the positive's,
+    ``distance[i, j] <= distance[i, i]``, is a pseudo-positive: its target becomes 1.
+
+    Parameters
+    ----------
+    distance : Tensor, shape (B, B)
+        Distances of B queries (rows) to their B candidates; the positive pairs on the diagonal.
+
+    Returns
+    -------
+    Tensor, shape (B, B), of the dtype of ``distance``: 1 on the diagonal and at the
+    pseudo-positives, 0 elsewhere (no gradient).
+
+    Examples
+    --------
+    >>> import torch
+    >>> pseudo_positive_targets(torch.tensor([[2.0, 1.0, 3.0], [0.5, 1.0, 2.0], [4.0, 4.0, 4.0]]))
+    tensor([[1., 1., 0.],
+            [1., 1., 0.],
+            [1., 1., 1.]])
+    """
+    if not isinstance(distance, Tensor) or distance.dim() != 2 or distance.shape[0] != distance.shape[1]:
+        raise ValueError(f"distance must be a square (B, B) tensor, got {getattr(distance, 'shape', distance)!r}")
+    d = distance.detach()
+    return (d <= d.diagonal()[:, None]).to(distance.dtype)
+
+
+def pcmepp_loss(mean_x: Tensor, log_var_x: Tensor, mean_y: Tensor, log_var_y: Tensor, scale: Tensor,
+                shift: Tensor, pseudo_positive_weight: float = 0.1) -> Tensor:
+    r"""PCME++'s matching objective for one modality pair (without the VIB term).
+
+    With ``D = CSD(x_i, y_j)`` (:func:`closed_form_sampled_distance`) and logits
+    ``l_ij = -scale D_ij + shift`` (match probability ``sigmoid(l_ij)``),
+
+    ``L = sum_{dir in (x->y, y->x)} [BCE(l_dir, I) + alpha BCE(l_dir, T_dir)]``,
+
+    where BCE is the binary cross-entropy with logits averaged over all B x B pairs,
+    ``l_{x->y} = l``, ``l_{y->x} = l^T``, I the identity (the positives) and ``T_dir``
+    :func:`pseudo_positive_targets` of the distances in that direction. The two directions of the
+    plain term are equal (CSD is symmetric); both are counted, as in the paper.
+
+    Parameters
+    ----------
+    mean_x, log_var_x, mean_y, log_var_y : Tensor, shape (B, d)
+        Diagonal Gaussians of the same B items in two modalities (row i of x matches row i of y).
+    scale : Tensor, scalar, > 0
+        ``a``.
+    shift : Tensor, scalar
+        ``b``.
+    pseudo_positive_weight : float >= 0
+        ``alpha`` (0: no pseudo-positives).
+
+    Returns
+    -------
+    Tensor, scalar.
+
+    References
+    ----------
+    .. [1] S. Chun, "Improved probabilistic image-text representations", ICLR 2024, Sec. 2.2-2.3.
+    """
+    if mean_x.shape[0] != mean_y.shape[0]:
+        raise ValueError(f"x and y must hold the same items, got batch sizes {mean_x.shape[0]} and {mean_y.shape[0]}")
+    if not (isinstance(pseudo_positive_weight, (int, float)) and 0 <= pseudo_positive_weight < math.inf):
+        raise ValueError(f"pseudo_positive_weight must be a finite number >= 0, got {pseudo_positive_weight!r}")
+    distance = closed_form_sampled_distance(mean_x, log_var_x, mean_y, log_var_y)
+    logits = -scale * distance + shift
+    eye = torch.eye(distance.shape[0], dtype=logits.dtype, device=logits.device)
+    loss = 2.0 * F.binary_cross_entropy_with_logits(logits, eye)
+    if pseudo_positive_weight:
+        loss = loss + pseudo_positive_weight * (
+            F.binary_cross_entropy_with_logits(logits, pseudo_positive_targets(distance))
+            + F.binary_cross_entropy_with_logits(logits.T, pseudo_positive_targets(distance.T)))
+    return loss
+
+
 # ----------------------------------------------------------------------------------------------
 # the full objective per method
 # ----------------------------------------------------------------------------------------------
 class TrainingObjective(torch.nn.Module):
-    r"""``L = L_C + lambda_S L_S`` (vMF methods) or the PCME / MPC objectives (Gaussian methods).
+    r"""``L = L_C + lambda_S L_S`` (vMF methods) or the PCME / MPC / PCME++ objectives (Gaussian methods).
 
     Parameters
     ----------
-    method : "proposed" | "baseline" | "ls_only" | "pcme" | "mpc"
+    method : "proposed" | "baseline" | "ls_only" | "pcme" | "mpc" | "pcmepp"
         ``baseline`` is ``proposed`` with ``lambda_s = 0`` (L_S is then not computed at all);
         ``ls_only`` trains on L_S alone (the paper's lambda_S -> inf limit).
     lambda_s : float
@@ -292,7 +430,7 @@ class TrainingObjective(torch.nn.Module):
     match_samples : int
         J, samples per embedding for the PCME match probability (PCME uses 7).
     vib_weight : float
-        Weight of the KL-to-N(0, I) regulariser of the Gaussian methods (PCME's VIB term).
+        Weight of the KL-to-N(0, I) regulariser of the Gaussian methods (the VIB term of PCME and PCME++).
     debiased_ssw : bool
         Use the debiased L_S (:func:`ssw_loss` with ``independent``): each vMF draws a second,
         independent set of L samples for the self-terms; L_C uses the first set as without it.
@@ -300,14 +438,17 @@ class TrainingObjective(torch.nn.Module):
         **Wrong on purpose** (the study's E8, ``docs/study.md``): the vMF methods sample with the
         reference code's sampler (:class:`mmkit.core.published.PublishedVonMisesFisher`) and L_S
         uses its circle ``W_1`` (``ssw_loss(as_published=True)``).
+    pseudo_positive_weight : float
+        PCME++'s alpha, the weight of the pseudo-positive term (:func:`pcmepp_loss`; PCME++ only).
 
-    Learnable scalars: the InfoNCE inverse temperature (init 10) and PCME's ``a > 0`` (init 10)
-    and ``b`` (init 5).
+    Learnable scalars: the InfoNCE inverse temperature (init 10) and the match probability's
+    ``a > 0`` and ``b``: init 10 and 5 for PCME, 5 and 5 for PCME++ (the values of its
+    released configuration).
     """
 
     def __init__(self, method: str = "proposed", lambda_s: float = 1.0, contrastive: str = "infonce",
                  n_samples: int = 16, n_projections: int = 50, match_samples: int = 7, vib_weight: float = 1e-4,
-                 debiased_ssw: bool = False, as_published: bool = False):
+                 debiased_ssw: bool = False, as_published: bool = False, pseudo_positive_weight: float = 0.1):
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -318,8 +459,12 @@ class TrainingObjective(torch.nn.Module):
         self.n_samples, self.n_projections = int(n_samples), int(n_projections)
         self.match_samples, self.vib_weight, self.debiased_ssw = int(match_samples), float(vib_weight), debiased_ssw
         self.as_published = bool(as_published)
+        if not (isinstance(pseudo_positive_weight, (int, float)) and 0 <= pseudo_positive_weight < math.inf):
+            raise ValueError(f"pseudo_positive_weight must be a finite number >= 0, got {pseudo_positive_weight!r}")
+        self.pseudo_positive_weight = float(pseudo_positive_weight)
         self.log_inverse_temperature = torch.nn.Parameter(torch.tensor(math.log(10.0)))
-        self.match_scale_raw = torch.nn.Parameter(torch.tensor(math.log(math.expm1(10.0))))
+        scale = 5.0 if method == "pcmepp" else 10.0
+        self.match_scale_raw = torch.nn.Parameter(torch.tensor(math.log(math.expm1(scale))))
         self.match_shift = torch.nn.Parameter(torch.tensor(5.0))
 
     @property
@@ -332,15 +477,21 @@ class TrainingObjective(torch.nn.Module):
         j = self.match_samples
         return soft_contrastive_loss(x[:, :j], y[:, :j], F.softplus(self.match_scale_raw), self.match_shift)
 
-    def _pairwise_contrastive(self, samples: Mapping[str, Tensor], present: Mapping[str, Tensor], kind: str) -> dict:
-        batch = next(iter(samples.values())).shape[0]
+    @staticmethod
+    def _per_pair(values: Mapping[str, tuple[Tensor, ...]], present: Mapping[str, Tensor], loss) -> dict:
+        """``loss(values[a] rows, values[b] rows)`` for each modality pair over its complete items."""
+        batch = next(iter(values.values()))[0].shape[0]
         terms = {}
         for a, b in MODALITY_PAIRS:
-            if a in samples and b in samples:
-                idx = _pair_indices(present, a, b, batch, samples[a].device)
+            if a in values and b in values:
+                idx = _pair_indices(present, a, b, batch, values[a][0].device)
                 if idx.numel():
-                    terms[(a, b)] = self._contrastive(samples[a][idx], samples[b][idx], kind)
+                    terms[(a, b)] = loss(tuple(t[idx] for t in values[a]), tuple(t[idx] for t in values[b]))
         return terms
+
+    def _pairwise_contrastive(self, samples: Mapping[str, Tensor], present: Mapping[str, Tensor], kind: str) -> dict:
+        return self._per_pair({m: (x,) for m, x in samples.items()}, present,
+                              lambda x, y: self._contrastive(x[0], y[0], kind))
 
     def forward(self, outputs: Mapping[str, tuple[Tensor, Tensor]], present: Mapping[str, Tensor],
                 generator: torch.Generator | None = None) -> dict[str, Tensor]:
@@ -385,7 +536,21 @@ class TrainingObjective(torch.nn.Module):
             terms["loss"] = terms["L_C"] + self.lambda_s * terms["L_S"] if "L_S" in terms else terms["L_C"]
         return terms
 
+    def _pcmepp_pair(self, x: tuple[Tensor, Tensor], y: tuple[Tensor, Tensor]) -> Tensor:
+        return pcmepp_loss(*x, *y, F.softplus(self.match_scale_raw), self.match_shift, self.pseudo_positive_weight)
+
     def _gaussian_terms(self, outputs, present) -> dict[str, Tensor]:
+        if self.method == "pcmepp":  # closed form: no samples
+            pair_terms = self._per_pair(outputs, present, self._pcmepp_pair)
+        else:
+            pair_terms = self._sampled_gaussian_terms(outputs, present)
+        vib = torch.stack([gaussian_kl_to_standard(*p)[present[m].to(torch.bool)].mean()
+                           for m, p in outputs.items() if present[m].any()]).mean()
+        l_c = pairwise_mean(pair_terms)
+        return {"L_C": l_c, "VIB": vib, "loss": l_c + self.vib_weight * vib}
+
+    def _sampled_gaussian_terms(self, outputs, present) -> dict:
+        """PCME's and MPC's per-pair terms on J samples of each Gaussian."""
         j = self.match_samples
 
         def draw(mean, log_var):
@@ -409,7 +574,4 @@ class TrainingObjective(torch.nn.Module):
                 mean, log_var = product_of_gaussians([outputs[m][0][idx] for m in query],
                                                      [outputs[m][1][idx] for m in query])
                 pair_terms[(tuple(query), target)] = self._contrastive(draw(mean, log_var), samples[target][idx], "pcme")
-        vib = torch.stack([gaussian_kl_to_standard(*p)[present[m].to(torch.bool)].mean()
-                           for m, p in outputs.items() if present[m].any()]).mean()
-        l_c = pairwise_mean(pair_terms)
-        return {"L_C": l_c, "VIB": vib, "loss": l_c + self.vib_weight * vib}
+        return pair_terms

@@ -17,6 +17,11 @@ Scores (higher = more relevant):
 * ``"elk"`` — the log expected-likelihood kernel ``log ∫ f g = log C(k1) + log C(k2) - log C(||k1 mu1 + k2 mu2||)``;
 * ``"cosine"`` — ``mu_q^T mu_g``, the deterministic reference.
 
+Diagonal Gaussian encodings ``(mean, log_var)`` (PCME++) are ranked by
+
+* ``"csd"`` — ``-CSD = -E||z_q - z_g||^2`` (Chun, ICLR 2024), a multimodal query fused by the
+  normalised product of its Gaussians (precision-weighted mean, summed precisions).
+
 All pairwise computations are chunked over queries so memory stays bounded for any gallery.
 The tasks of the paper are ranked in :mod:`mmkit.retrieval.tasks`; galleries of 10^5–10^6 items
 go through :class:`mmkit.retrieval.index.GalleryIndex`.
@@ -33,9 +38,11 @@ from mmkit.core.distributions import VonMisesFisher, vmf_log_normalizer
 from mmkit.core.published import PublishedVonMisesFisher
 from mmkit.core.special import bessel_iv_ratio
 from mmkit.core.ssw import circle_coordinates, random_stiefel_projections, sliced_w1_matrix
-from mmkit.vocab import DISTANCES, FUSIONS
+from mmkit.model.losses import closed_form_sampled_distance, product_of_gaussians
+from mmkit.vocab import DISTANCES, FUSIONS, GAUSSIAN_DISTANCES
 
-__all__ = ["fuse_vmf_product", "cosine_scores", "kl_scores", "elk_scores", "ssw_scores", "score", "check_vmf_rows"]
+__all__ = ["fuse_vmf_product", "cosine_scores", "kl_scores", "elk_scores", "ssw_scores", "csd_scores", "score",
+           "check_vmf_rows", "check_gaussian_rows"]
 
 _ROW_CHUNK = 65536  # gallery rows checked per step (bounds temporary memory)
 
@@ -156,6 +163,25 @@ def ssw_scores(q_samples: Tensor, g_samples: Tensor, projections: Tensor, as_pub
                              as_published=as_published)
 
 
+def csd_scores(q_mean: Tensor, q_log_var: Tensor, g_mean: Tensor, g_log_var: Tensor) -> Tensor:
+    """``-CSD``, PCME++'s closed-form sampled distance (Chun, ICLR 2024), for every pair -> (Q, G).
+
+    ``CSD = E||z_q - z_g||^2 = ||mu_q - mu_g||^2 + sum(sigma_q^2) + sum(sigma_g^2)`` for diagonal
+    Gaussians ``(mean (N, d), log_var (N, d))`` (:func:`mmkit.model.losses.closed_form_sampled_distance`,
+    chunked over queries).
+
+    Examples
+    --------
+    Two unit-variance items in d = 2: the query's own item (CSD 4) ranks above one 1 away (CSD 5):
+
+    >>> import torch
+    >>> from mmkit.retrieval.scores import csd_scores
+    >>> csd_scores(torch.zeros(1, 2), torch.zeros(1, 2), torch.tensor([[0.0, 0.0], [1.0, 0.0]]), torch.zeros(2, 2))
+    tensor([[-4., -5.]])
+    """
+    return -closed_form_sampled_distance(q_mean, q_log_var, g_mean, g_log_var)
+
+
 def score(query: Sequence[tuple[Tensor, Tensor]], gallery: tuple[Tensor, Tensor], distance: str = "ssw",
           fusion: str = "product", n_samples: int = 32, n_projections: int = 50, seed: int = 0,
           as_published: bool = False) -> Tensor:
@@ -164,10 +190,10 @@ def score(query: Sequence[tuple[Tensor, Tensor]], gallery: tuple[Tensor, Tensor]
     Parameters
     ----------
     query : list of (loc (Q, d), kappa (Q,)), one entry per query modality (row q of every entry
-        belongs to the same query item)
-    gallery : (loc (G, d), kappa (G,))
-    distance : "ssw" | "kl" | "elk" | "cosine"
-    fusion : "product" | "pooled" ("pooled" needs distance "ssw")
+        belongs to the same query item); for ``"csd"``, (mean (Q, d), log_var (Q, d))
+    gallery : (loc (G, d), kappa (G,)); for ``"csd"``, (mean (G, d), log_var (G, d))
+    distance : "ssw" | "kl" | "elk" | "cosine" | "csd"
+    fusion : "product" | "pooled" ("pooled" needs distance "ssw"; "csd" fuses by the product of Gaussians)
     n_samples, n_projections, seed : SSW settings (deterministic for a given seed)
     as_published : SSW with the reference code's sampler and circle ``W_1`` (**wrong on purpose**:
         the descriptive ranking of the study's E8, ``docs/study.md``; needs ``distance="ssw"``)
@@ -188,8 +214,9 @@ def score(query: Sequence[tuple[Tensor, Tensor]], gallery: tuple[Tensor, Tensor]
     >>> score([(loc[:1], kappa[:1]), (loc[1:2], kappa[1:2])], (loc, kappa), distance="cosine")  # fused query
     tensor([[0.7071, 0.7071, 0.0000]])
     """
-    if distance not in DISTANCES:
-        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+    known = tuple(dict.fromkeys(DISTANCES + GAUSSIAN_DISTANCES))
+    if distance not in known:
+        raise ValueError(f"distance must be one of {known}, got {distance!r}")
     if fusion not in FUSIONS:
         raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
     if not query:
@@ -206,6 +233,10 @@ def score(query: Sequence[tuple[Tensor, Tensor]], gallery: tuple[Tensor, Tensor]
             if not isinstance(loc, Tensor) or loc.dim() != 2 or loc.shape[1] != g_loc.shape[-1]:
                 raise ValueError(f"score: {what} loc must be (N, {g_loc.shape[-1]}) like the gallery's "
                                  f"{tuple(g_loc.shape)}, got {tuple(getattr(loc, 'shape', ()))}")
+    elif distance == "csd":
+        check_gaussian_rows(g_loc, g_kappa, "score: gallery")
+        for i, (mean, log_var) in enumerate(query):
+            check_gaussian_rows(mean, log_var, f"score: query modality {i}", d=g_loc.shape[1])
     else:
         check_vmf_rows(g_loc, g_kappa, "score: gallery")
         for i, (loc, kappa) in enumerate(query):
@@ -214,6 +245,9 @@ def score(query: Sequence[tuple[Tensor, Tensor]], gallery: tuple[Tensor, Tensor]
         raise ValueError(f"as_published reproduces the reference code's SSW; it needs distance='ssw', got {distance!r}")
     if fusion == "pooled" and distance != "ssw":
         raise ValueError("fusion='pooled' pools samples and is defined for distance='ssw' only")
+    if distance == "csd":
+        q_mean, q_log_var = product_of_gaussians([q[0] for q in query], [q[1] for q in query])
+        return csd_scores(q_mean, q_log_var, g_loc, g_kappa)
     if distance == "ssw":
         proj = random_stiefel_projections(g_loc.shape[-1], n_projections, generator=torch.Generator().manual_seed(seed),
                                           dtype=g_loc.dtype, device=g_loc.device)
@@ -231,6 +265,34 @@ def score(query: Sequence[tuple[Tensor, Tensor]], gallery: tuple[Tensor, Tensor]
     if distance == "kl":
         return kl_scores(q_loc, q_kappa, g_loc, g_kappa)
     return elk_scores(q_loc, q_kappa, g_loc, g_kappa)
+
+
+def check_gaussian_rows(mean: Tensor, log_var: Tensor, what: str, d: int | None = None) -> None:
+    """Raise a clear error unless ``mean`` and ``log_var`` are finite floating (N, d) tensors, N >= 1.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from mmkit.retrieval.scores import check_gaussian_rows
+    >>> check_gaussian_rows(torch.zeros(2, 3), torch.zeros(2, 3), "demo")  # fine: returns None
+    >>> check_gaussian_rows(torch.zeros(2, 3), torch.zeros(2), "demo")
+    Traceback (most recent call last):
+        ...
+    ValueError: demo: expected mean and log_var of the same shape (N, d) with N >= 1, got (2, 3) and (2,)
+    """
+    if not isinstance(mean, Tensor) or not isinstance(log_var, Tensor):
+        raise TypeError(f"{what}: mean and log_var must be torch tensors, got {type(mean).__name__} and "
+                        f"{type(log_var).__name__}")
+    if not (mean.is_floating_point() and log_var.is_floating_point()):
+        raise TypeError(f"{what}: mean and log_var must be floating point, got {mean.dtype} and {log_var.dtype}")
+    if mean.dim() != 2 or mean.shape[0] == 0 or log_var.shape != mean.shape:
+        raise ValueError(f"{what}: expected mean and log_var of the same shape (N, d) with N >= 1, got "
+                         f"{tuple(mean.shape)} and {tuple(log_var.shape)}")
+    if d is not None and mean.shape[1] != d:
+        raise ValueError(f"{what}: mean has dimension {mean.shape[1]}, the gallery has {d}")
+    for name, t in (("mean", mean), ("log_var", log_var)):
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{what}: {name} has non-finite entries")
 
 
 def check_vmf_rows(loc: Tensor, kappa: Tensor, what: str, d: int | None = None) -> None:
