@@ -333,6 +333,105 @@ def test_cli_names_bad_rows_and_skips_them(example, built, tmp_path, capsys):
     _same_bundle(tmp_path / "b", built["bundle"])
 
 
+def test_example_generator_writes_inside_its_folder_only(example):
+    """Everything the generator writes lies under OUT; the escaping row is refused all the same."""
+    assert [p.name for p in example.parent.parent.iterdir()] == [example.parent.name]
+    assert "../outside.wav" in example.read_text()
+
+
+def _small_folder(folder: Path, audio_cells: list[str], header: str = "id,audio,score,caption") -> Path:
+    """An items CSV of six rows (id, audio from ``audio_cells`` cycled, no score, a caption), and the
+    files it names: ``tone.wav`` a 440 Hz tone, ``garbage.wav`` not audio at all, ``not-an-image.png`` text."""
+    import soundfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    t = np.arange(16000) / 16000
+    soundfile.write(folder / "tone.wav", (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
+    (folder / "garbage.wav").write_bytes(b"RIFF not really a wave file" * 10)
+    (folder / "not-an-image.png").write_text("a text file named like an image\n")
+    rows = [f"item{i},{audio_cells[i % len(audio_cells)]},,caption number {i}" for i in range(6)]
+    path = folder / "items.csv"
+    path.write_text("\n".join([header] + rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("header, typo, hint", [("id,audio,score,captions", "captions", "caption"),
+                                                ("ID,Audio,Score,Text", "Text", "caption"),
+                                                ("id,audio,score,caption,grupo", "grupo", "group")])
+def test_a_misspelt_column_is_an_error_with_a_hint(header, typo, hint, tmp_path, capsys):
+    csv_path = _small_folder(tmp_path / "f", ["tone.wav"], header)
+    with pytest.raises(InputError) as info:
+        build_from_media(csv_path, tmp_path / "out", cache=tmp_path / "cache", workers=1, progress=False)
+    assert [p.kind for p in info.value.problems] == ["unknown-column"]
+    assert f"column {typo!r} is not one mmkit reads; did you mean {hint!r}?" in str(info.value)
+    args = ["build-data", "--from", str(csv_path), "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"),
+            "--no-progress", "--skip-bad"]
+    assert main(args) == 2  # --skip-bad does not skip a header problem
+    err = capsys.readouterr().err
+    assert f"did you mean {hint!r}?" in err and str(tmp_path) not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unknown_column_beside_the_known_one_is_a_loud_warning(tmp_path, capsys):
+    from mmkit.data.user.items import ColumnWarning, read_items
+
+    csv_path = _small_folder(tmp_path / "f", ["tone.wav"], "id,audio,score,caption,captions,composer")
+    with pytest.warns(ColumnWarning) as record:
+        rows, problems, ignored = read_items(csv_path)
+    assert len(rows) == 6 and not problems and ignored == ["captions", "composer"]
+    messages = [str(w.message) for w in record]
+    assert any("'captions' is ignored (it looks like 'caption', which is also present)" in m for m in messages)
+    assert any("'composer' is ignored" in m for m in messages)
+    # the CLI says it on stderr (whatever the outcome), not as a Python warning with a source line
+    main(["build-data", "--from", str(csv_path), "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"),
+          "--no-progress", "--split-fractions", "0.34,0.33,0.33", "--workers", "1"])
+    err = capsys.readouterr().err
+    assert "warning: items.csv: column 'captions' is ignored" in err and "ColumnWarning" not in err
+
+
+@pytest.mark.parametrize("cells, why", [(["garbage.wav", ""], "all 3 rows with a cell in the 'audio' column were left out "
+                                         "(3 unreadable-file: line 2, line 4, line 6)"),
+                                        ([""], "the 'audio' column is empty in every row")])
+def test_a_modality_that_vanishes_entirely_is_an_error(cells, why, tmp_path):
+    csv_path = _small_folder(tmp_path / "f", cells)
+    with pytest.raises(InputError) as info:
+        build_from_media(csv_path, tmp_path / "out", cache=tmp_path / "cache", workers=1, skip_bad=True,
+                         fractions=(0.34, 0.33, 0.33), progress=False)
+    first = info.value.problems[0]
+    assert first.kind == "vanished-modality" and "no item keeps the audio modality" in first.reason
+    assert why in first.reason
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_decoding_errors_give_the_real_reason_without_paths_or_library_warnings(tmp_path, capfd):
+    import warnings
+
+    csv_path = _small_folder(tmp_path / "f", ["tone.wav", "garbage.wav"])
+    csv_path.write_text(csv_path.read_text().replace("item0,tone.wav,", "item0,tone.wav,not-an-image.png"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(InputError) as info:
+            build_from_media(csv_path, tmp_path / "out", cache=tmp_path / "cache", workers=1, progress=False)
+    assert not [w for w in caught if "librosa" in str(w.filename) or "audioread" in str(w.message)], caught
+    reasons = {p.item: p.reason for p in info.value.problems}
+    # libsndfile's own reason comes first, audioread's giving up after it
+    assert "LibsndfileError: Format not recognised" in reasons["item1"]
+    assert "NoBackendError: The file could not be decoded by any backend" in reasons["item1"]
+    assert "cannot identify image file 'not-an-image.png'" in reasons["item0"]
+    assert str(tmp_path) not in str(info.value) and "/" not in reasons["item0"]
+    # in a separate process, as a user runs it (the bad rows only: nothing to compute features of):
+    # the error message, no warnings on the terminal
+    bad = csv_path.with_name("bad.csv")
+    bad.write_text("id,audio,score,caption\nitem1,garbage.wav,,a caption\nitem2,,not-an-image.png,another\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "mmkit", "build-data", "--from", str(bad), "--out",
+                           str(tmp_path / "out2"), "--cache", str(tmp_path / "cache2"), "--no-progress", "--workers", "1"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and "Warning" not in proc.stderr and str(tmp_path) not in proc.stderr, proc.stderr
+    assert "Format not recognised" in proc.stderr and "cannot identify image file 'not-an-image.png'" in proc.stderr
+    assert proc.stdout == ""
+
+
 # ----------------------------------------------------------------------------------------------
 # kill -9 mid-build and resume; an edited row rebuilds only itself
 # ----------------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ twice ("take 2", another instrument and format, same ``group``: the two stay in 
 items lack a score or a recording. With ``bad_rows`` the CSV ends with one row of each kind of bad
 input, so that ``build-data --from`` needs ``--skip-bad`` and its card lists them:
 a missing file, silent audio, an unparseable score, a truncated image, an empty caption file,
-a duplicate id and a path escaping the folder.
+a duplicate id and a path escaping the folder (``../outside.wav``: refused before anything is read,
+so no file is written there — the generator writes inside ``OUT`` only).
 
 MP3 is written by libsndfile (1.1 or newer); where it cannot write MP3 those items are FLAC.
 """
@@ -208,7 +209,6 @@ def _bad_rows(out: Path, rows: list[list[str]]) -> list[list[str]]:
                                                       "<measure number='1'><note><pitch>")
     atomic_write_bytes(out / "scores/truncated.png", (out / png).read_bytes()[:200])
     atomic_write_text(out / "captions/empty.txt", "\n")
-    atomic_write_bytes(out.parent / "outside.wav", silent.getvalue())
     return [["bad-missing-audio", "audio/not-recorded-yet.wav", "", "A tune whose recording is missing.", ""],
             ["bad-silent", "audio/silence.wav", "", "A recording of nothing at all.", ""],
             ["bad-broken-score", "", "scores/broken.musicxml", "A score file cut off in the middle.", ""],
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m mmkit.data.user.example",
                                      description="write the example folder of docs/your_data.md")
-    parser.add_argument("out", help="folder to create (its parent also receives outside.wav, for the escaping row)")
+    parser.add_argument("out", help="folder to create (nothing is written outside it)")
     parser.add_argument("--works", type=int, default=36, help="number of music21 works (default 36)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-bad-rows", action="store_true", help="leave out the deliberately bad rows")

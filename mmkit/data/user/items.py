@@ -12,7 +12,12 @@ The CSV has one row per item and a header; column names are case-insensitive:
 
 Paths are relative to the CSV's folder and must stay inside it (symbolic links are followed
 before the check). An empty cell means the item lacks that modality; a row needs at least one.
-Other columns are ignored (and listed in the dataset card).
+
+A column mmkit does not read is never dropped silently. One that looks like a known column
+(a misspelling by :func:`difflib.get_close_matches`, or a usual synonym such as ``text`` for
+``caption``) is an error with a "did you mean" hint, unless that known column is present too:
+then, as for any other unknown column (``composer``, ``notes``, ...), it is ignored with a
+:class:`ColumnWarning` and listed in the dataset card.
 
 Every problem with a row is a :class:`Problem` naming the file, the line (the header is line 1),
 the id and the reason; :class:`InputError` carries all of them.
@@ -20,19 +25,24 @@ the id and the reason; :class:`InputError` carries all of them.
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mmkit.vocab import SPLITS
 
 __all__ = ["ITEM_COLUMNS", "IMAGE_SUFFIXES", "SYMBOLIC_SUFFIXES", "PROBLEM_KINDS", "Problem", "InputError", "ItemRow",
-           "read_items", "check_path", "assign_splits", "sort_problems"]
+           "ColumnWarning", "read_items", "header_columns", "check_path", "column_hint", "assign_splits", "sort_problems"]
 
 ITEM_COLUMNS = ("id", "audio", "score", "caption", "group", "split")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SYMBOLIC_SUFFIXES = (".musicxml", ".xml", ".mxl", ".mid", ".midi", ".abc", ".krn")
+#: usual other names of the known columns (a misspelling is found by difflib)
+_SYNONYMS = {"text": "caption", "description": "caption", "image": "score", "sheet": "score", "recording": "audio",
+             "sound": "audio", "item": "id", "name": "id", "partition": "split", "fold": "split"}
 
 #: every kind of bad input, with what it means
 PROBLEM_KINDS = {
@@ -52,6 +62,8 @@ PROBLEM_KINDS = {
     "nan-vector": "an embedding with NaN or infinite values",
     "dimension-mismatch": "an embedding whose size differs from the others",
     "unknown-id": "an id of the items CSV that the embeddings do not have",
+    "unknown-column": "a header column that looks like a known one, which is absent (a misspelling?)",
+    "vanished-modality": "a modality column (audio, score, caption) that no item of the bundle keeps",
 }
 
 
@@ -99,6 +111,51 @@ class InputError(ValueError):
         super().__init__(text)
 
 
+class ColumnWarning(UserWarning):
+    """A column of the items CSV that mmkit ignores (``build-data --from`` prints it as a warning)."""
+
+
+def column_hint(column: str) -> str | None:
+    """The known column that ``column`` (lower case) most likely means: a synonym or the closest
+    spelling (:func:`difflib.get_close_matches`, ratio >= 0.6); None when nothing is close."""
+    if column in _SYNONYMS:
+        return _SYNONYMS[column]
+    close = difflib.get_close_matches(column, ITEM_COLUMNS, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def header_columns(csv_path: str | os.PathLike) -> list[str]:
+    """The known columns of the items CSV's header (lower case, in order); [] for an empty file."""
+    with open(csv_path, encoding="utf-8-sig", newline="") as fh:
+        header = next(csv.reader(fh), [])
+    return [c for c in (h.strip().lower() for h in header) if c in ITEM_COLUMNS]
+
+
+def _check_columns(name: str, header: list[str], columns: list[str]) -> list[str]:
+    """Raise ``InputError`` for unknown columns that look like an absent known one; warn about the
+    other unknown columns (:class:`ColumnWarning`) and return them, as written in the header."""
+    present = set(columns) & set(ITEM_COLUMNS)
+    known = ", ".join(ITEM_COLUMNS)
+    errors, ignored = [], []
+    for written, column in zip(header, columns):
+        if column in ITEM_COLUMNS:
+            continue
+        hint = column_hint(column)
+        if hint is not None and hint not in present:
+            errors.append(Problem(name, "line 1", None, "unknown-column",
+                                  f"column {written!r} is not one mmkit reads; did you mean {hint!r}? "
+                                  f"(the columns are {known})"))
+            continue
+        ignored.append(written)
+        why = (f"it looks like {hint!r}, which is also present" if hint is not None
+               else f"mmkit reads only {known}")
+        warnings.warn(f"{name}: column {written!r} is ignored ({why}); rename or remove it if it holds item data",
+                      ColumnWarning, stacklevel=3)
+    if errors:
+        raise InputError(errors, hint=False)
+    return ignored
+
+
 @dataclass(frozen=True)
 class ItemRow:
     """One valid row of the items CSV (paths absolute, caption text read from its file)."""
@@ -126,11 +183,11 @@ def check_path(root: Path, cell: str) -> tuple[Path | None, str | None, str | No
     if "\0" in cell:
         return None, "escaping-path", f"path {cell!r} contains a NUL byte"
     if os.path.isabs(cell) or cell.startswith("~"):
-        return None, "escaping-path", f"path {cell!r} is absolute; paths are relative to the CSV's folder {root}"
+        return None, "escaping-path", f"path {cell!r} is absolute; paths are relative to the CSV's folder"
     root = root.resolve()
     path = (root / cell).resolve()  # follows links: one pointing outside escapes too
     if root not in path.parents:
-        return None, "escaping-path", f"path {cell!r} leaves the CSV's folder {root}"
+        return None, "escaping-path", f"path {cell!r} leaves the CSV's folder"
     if not path.exists():
         return None, "missing-file", f"file {cell!r} not found"
     if not path.is_file():
@@ -169,15 +226,15 @@ def read_items(csv_path: str | os.PathLike) -> tuple[list[ItemRow], list[Problem
     except csv.Error as exc:
         raise InputError([Problem(name, "line 1", None, "unreadable-file", f"not a CSV ({exc})")], hint=False) from None
     columns = [h.strip().lower() for h in header]
-    if "id" not in columns or not {"audio", "score", "caption"} & set(columns):
-        raise InputError([Problem(name, "line 1", None, "unreadable-file",
-                                  f"the header needs 'id' and at least one of 'audio', 'score', 'caption'; got {header}")],
-                         hint=False)
     dup_cols = sorted({c for c in columns if c in ITEM_COLUMNS and columns.count(c) > 1})
     if dup_cols:
         raise InputError([Problem(name, "line 1", None, "unreadable-file", f"column(s) {dup_cols} appear twice")],
                          hint=False)
-    ignored = [h for h, c in zip(header, columns) if c not in ITEM_COLUMNS]
+    ignored = _check_columns(name, header, columns)
+    if "id" not in columns or not {"audio", "score", "caption"} & set(columns):
+        raise InputError([Problem(name, "line 1", None, "unreadable-file",
+                                  f"the header needs 'id' and at least one of 'audio', 'score', 'caption'; got {header}")],
+                         hint=False)
     rows, problems, seen = [], [], {}
     line = 1
     while True:

@@ -33,9 +33,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import contextlib
 import multiprocessing as mp
 import os
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +48,8 @@ from mmkit.core.io import (atomic_write, atomic_write_bytes, atomic_write_json, 
                            sha256_file)
 from mmkit.data.bundle import save_bundle
 from mmkit.data.cache import bundle_is_current, default_cache_dir, link_or_copy
-from mmkit.data.user.items import IMAGE_SUFFIXES, InputError, ItemRow, Problem, assign_splits, read_items, sort_problems
+from mmkit.data.user.items import (IMAGE_SUFFIXES, InputError, ItemRow, Problem, assign_splits, header_columns,
+                                   read_items, sort_problems)
 from mmkit.vocab import MODALITIES, SPLITS
 
 __all__ = ["MEDIA_VERSION", "MediaError", "canonical_audio", "read_audio_file", "wav_bytes", "fit_score_image",
@@ -56,6 +59,8 @@ __all__ = ["MEDIA_VERSION", "MediaError", "canonical_audio", "read_audio_file", 
 
 #: Bump when the way media are normalised changes: every cached entry is then rebuilt.
 MEDIA_VERSION = "1"
+#: Bump when the failure messages change: remembered failures are then tried again (and re-worded).
+_FAILURE_VERSION = 2
 _PEAK = 0.9
 _SILENT_RMS = 1e-3   # as the embedded build: RMS after peak normalisation
 _BLANK_INK = 0.002   # as the embedded build: share of pixels darker than 128
@@ -67,6 +72,40 @@ class MediaError(Exception):
     def __init__(self, kind: str, reason: str):
         super().__init__(reason)
         self.kind, self.reason = kind, reason
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from or while handling, the root cause first."""
+    out: list[BaseException] = []
+    while exc is not None and exc not in out and len(out) < 5:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out[::-1]
+
+
+def _why(exc: BaseException, path: str | os.PathLike | None = None) -> str:
+    """What went wrong, for the user: every exception of the chain (a decoder that gave up after
+    another: soundfile's reason, then audioread's), an empty message replaced by the first sentence
+    of the exception's docstring, the machine's folders cut from ``path`` (its file name stays)."""
+    folders = {str(Path(path).parent), str(Path(path).resolve().parent)} if path else set()
+    parts = []
+    for e in _chain(exc):
+        text = str(getattr(e, "error_string", "") or e).strip()
+        if not text:
+            text = " ".join((type(e).__doc__ or "").split()).split(". ")[0].rstrip(".")
+        for folder in folders:
+            text = text.replace(folder + os.sep, "")
+        parts.append(f"{type(e).__name__}: {text}" if text else type(e).__name__)
+    return "; then ".join(dict.fromkeys(parts))[:300]
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Decoders' warnings (librosa's "PySoundFile failed. Trying audioread instead.", audioread's
+    deprecation, music21's parser notes) kept off the terminal: the outcome is what the user sees."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 # ----------------------------------------------------------------------------------------------
@@ -102,9 +141,10 @@ def read_audio_file(path: str | os.PathLike) -> np.ndarray:
     from mmkit.data.render import AUDIO_SECONDS, SAMPLE_RATE
 
     try:
-        audio, _ = librosa.load(str(path), sr=SAMPLE_RATE, mono=True, duration=AUDIO_SECONDS)
+        with _quiet():
+            audio, _ = librosa.load(str(path), sr=SAMPLE_RATE, mono=True, duration=AUDIO_SECONDS)
     except Exception as exc:  # noqa: BLE001 - every decoder error is the same problem for the user
-        raise MediaError("unreadable-file", f"cannot decode audio ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise MediaError("unreadable-file", f"cannot decode audio ({_why(exc, path)})") from None
     if audio.size == 0:
         raise MediaError("unreadable-file", "the audio file holds no samples")
     return canonical_audio(audio)
@@ -158,7 +198,7 @@ def read_score_image(path: str | os.PathLike) -> np.ndarray:
             img.load()
             image = fit_score_image(img)
     except Exception as exc:  # noqa: BLE001 - truncated, not an image, unsupported mode
-        raise MediaError("unreadable-file", f"cannot read the image ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise MediaError("unreadable-file", f"cannot read the image ({_why(exc, path)})") from None
     _check_ink(image)
     return image
 
@@ -170,13 +210,15 @@ def score_excerpt(path: str | os.PathLike):
     from mmkit.data.embedded.corpus import cut_excerpt
 
     try:
-        score = converter.parse(str(path), forceSource=True)
+        with _quiet():
+            score = converter.parse(str(path), forceSource=True)
     except Exception as exc:  # noqa: BLE001 - music21 raises many types for bad input
-        raise MediaError("unparseable-score", f"music21 cannot parse it ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise MediaError("unparseable-score", f"music21 cannot parse it ({_why(exc, path)})") from None
     try:
-        return cut_excerpt(score)
+        with _quiet():
+            return cut_excerpt(score)
     except Exception as exc:  # noqa: BLE001
-        raise MediaError("unparseable-score", f"no usable excerpt ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise MediaError("unparseable-score", f"no usable excerpt ({_why(exc, path)})") from None
 
 
 def engrave(excerpt) -> np.ndarray:
@@ -184,9 +226,10 @@ def engrave(excerpt) -> np.ndarray:
     from mmkit.data.render import engrave_svg, rasterize
 
     try:
-        image = rasterize(engrave_svg(excerpt))
+        with _quiet():
+            image = rasterize(engrave_svg(excerpt))
     except Exception as exc:  # noqa: BLE001 - verovio / cairosvg failures
-        raise MediaError("unparseable-score", f"cannot engrave it ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise MediaError("unparseable-score", f"cannot engrave it ({_why(exc)})") from None
     _check_ink(image)
     return image
 
@@ -196,9 +239,10 @@ def render_excerpt_audio(excerpt) -> np.ndarray:
     from mmkit.data.render import midi_bytes, synthesize
 
     try:
-        audio = synthesize(midi_bytes(excerpt)[0])
+        with _quiet():
+            audio = synthesize(midi_bytes(excerpt)[0])
     except Exception as exc:  # noqa: BLE001
-        raise MediaError("unparseable-score", f"cannot render it to audio ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise MediaError("unparseable-score", f"cannot render it to audio ({_why(exc)})") from None
     return canonical_audio(audio, normalise=False)
 
 
@@ -303,6 +347,16 @@ def _verified(d: Path) -> bool:
     return verify_entry(d)
 
 
+def _failed(d: Path) -> dict | None:
+    """The remembered failure of a cache entry (``kind``, ``reason``); None if there is none, or
+    one worded by an older version (tried again)."""
+    try:
+        failed = json.loads((d / "failed.json").read_text())
+        return failed if failed.get("version") == _FAILURE_VERSION and {"kind", "reason"} <= set(failed) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def build_entry(task: dict, entry_dir: str) -> dict:
     """Normalise one media file into ``entry_dir`` (runs in a worker); ``{"status", "key"[, "kind", "reason"]}``."""
     t = _Task(**task)
@@ -327,7 +381,7 @@ def build_entry(task: dict, entry_dir: str) -> dict:
             wav = wav_bytes(render_excerpt_audio(excerpt)) if t.render else None
             meta["source"] = "symbolic"
     except MediaError as exc:
-        atomic_write_json(out / "failed.json", {"kind": exc.kind, "reason": exc.reason})
+        atomic_write_json(out / "failed.json", {"kind": exc.kind, "reason": exc.reason, "version": _FAILURE_VERSION})
         return {"status": "failed", "key": t.key, "kind": exc.kind, "reason": exc.reason}
     if t.kind == "audio" or (t.kind == "score" and t.render):
         put("audio.wav", wav)
@@ -427,13 +481,14 @@ def prepare_media(rows: list[ItemRow], source: str, cache: Path, workers: int = 
                 key = _entry_key("score", sha256_file(row.score), row.score.suffix, render)
                 mine["score"] = tasks.setdefault(key, _Task("score", str(row.score), key, render))
         except OSError as exc:
-            problems.append(Problem(source, f"line {row.line}", row.id, "unreadable-file", f"cannot read ({exc})"))
+            problems.append(Problem(source, f"line {row.line}", row.id, "unreadable-file",
+                                    f"cannot read ({_why(exc, row.audio or row.score)})"))
             continue
         plan[row.id] = mine
     todo, rebuilt = [], 0
     for key, t in tasks.items():
         d = _entry_dir(cache, key)
-        if (d / "failed.json").is_file() or _verified(d):
+        if _failed(d) is not None or _verified(d):
             continue
         if (d / "ok.json").exists():
             rebuilt += 1
@@ -457,11 +512,8 @@ def prepare_media(rows: list[ItemRow], source: str, cache: Path, workers: int = 
                     if t.render:
                         got.audio = d
             else:
-                try:
-                    failed = json.loads((d / "failed.json").read_text())
-                    bad = (failed["kind"], f"{col} {getattr(row, col + '_source')!r}: {failed['reason']}")
-                except (OSError, ValueError, KeyError):
-                    bad = ("unreadable-file", f"{col} {getattr(row, col + '_source')!r}: not built (run the build again)")
+                failed = _failed(d) or {"kind": "unreadable-file", "reason": "not built (run the build again)"}
+                bad = (failed["kind"], f"{col} {getattr(row, col + '_source')!r}: {failed['reason']}")
                 break
         if bad:
             problems.append(Problem(source, f"line {row.line}", row.id, *bad))
@@ -572,6 +624,33 @@ def _check_splits(items: list[dict]) -> None:
                          f"{dict(counts)}): give more items or groups, a 'split' column, or other split fractions")
 
 
+#: the column of the items CSV that gives each modality
+_COLUMN_OF = {"audio": "audio", "image": "score", "text": "caption"}
+
+
+def _check_no_modality_vanished(items: list[dict], problems: list[Problem], columns: list[str], source: str) -> None:
+    """Raise ``InputError`` when a modality column of the CSV ends up in no item of the bundle: its
+    cells all empty, or every row that had one left out (the reasons are those rows' problems, whose
+    reasons start with the column's name)."""
+    vanished = []
+    for modality, column in _COLUMN_OF.items():
+        key = "caption" if modality == "text" else modality
+        if column not in columns or any(r[key] is not None for r in items):
+            continue
+        lost = [p for p in problems if p.reason.startswith(column)]
+        if not lost:
+            why = f"the {column!r} column is empty in every row"
+        else:
+            kinds = ", ".join(f"{n} {k}" for k, n in Counter(p.kind for p in lost).items())
+            why = (f"all {len(lost)} rows with a cell in the {column!r} column were left out "
+                   f"({kinds}: {', '.join(p.where for p in lost[:10])})")
+        vanished.append(Problem(source, "file", None, "vanished-modality",
+                                f"no item keeps the {modality} modality: {why}; fix those rows, or remove the "
+                                f"{column!r} column to build without {modality}"))
+    if vanished:
+        raise InputError(vanished + [p for p in problems if p.kind != "vanished-modality"], hint=False)
+
+
 def summary_fields(items: list[dict], modalities: list[str]) -> dict:
     """The parts of a build summary the dataset card shows about the items (shared with imports)."""
     counts = {s: sum(r["split"] == s for r in items) for s in SPLITS}
@@ -636,6 +715,7 @@ def build_from_media(items_csv: str | os.PathLike, out: str | os.PathLike, cache
                       (f"{row.score_source} (rendered)" if m.audio else ""),
                       "source_image": row.score_source, "_entries": m})
     items = split_items(items, problems, source, seed, fractions, skip_bad, "no item rows")
+    _check_no_modality_vanished(items, problems, header_columns(items_csv), source)
     with_caption = [r for r in items if r["caption"]]
     vectors = caption_vectors([r["caption"] for r in with_caption], cache)
     for r, v in zip(with_caption, vectors):
