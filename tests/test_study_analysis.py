@@ -105,7 +105,7 @@ def test_analyse_refuses_an_incomplete_grid_and_writes_the_summary(tmp_path, cap
     assert sum(line.startswith("  κ auroc_mean") for line in lines) == 4
     assert (tmp_path / "tables" / "study_kappa_tests.csv").is_file()
     verdicts = (tmp_path / "tables" / "study_verdicts.md").read_text().splitlines()[2:]  # one row per (level, variant)
-    assert len(verdicts) == 4 and all(sum(map(int, v.split("|")[4:8])) == 9 for v in verdicts)
+    assert len(verdicts) == 4 and all(sum(map(int, v.split("|")[4:9])) == 9 for v in verdicts)
     patterns = {line.split(":")[0].strip(): line.split(":")[1].split("(")[0].strip() for line in lines[1:5]}
     assert {f"{v.split('|')[2].strip()} {v.split('|')[3].strip()}": v.split("|")[-2].strip() for v in verdicts} == patterns
     from mmkit.__main__ import main
@@ -120,7 +120,7 @@ def test_analyse_refuses_an_incomplete_grid_and_writes_the_summary(tmp_path, cap
         rows = list(csv.DictReader(fh))
     assert list(rows[0])[:11] == ["experiment", "level", "method", "task", "metric", "difference", "ci_low", "ci_high",
                                   "p_holm", "verdict", "n_seeds"]
-    assert {row["verdict"] for row in rows if row["task"] != "mean9"} <= {"gain", "harm", "equivalent", "inconclusive"}
+    assert {row["verdict"] for row in rows if row["task"] != "mean9"} <= {"gain", "harm", "equivalent", "at floor", "inconclusive"}
     assert all(row["n_seeds"] == "5" for row in rows)
     again = list(analyse("E3", tmp_path / "store", tmp_path / "tables", n_resamples=1000))  # re-analysis reproduces, rows replaced
     assert again == lines

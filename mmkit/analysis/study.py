@@ -5,16 +5,18 @@ The grid (:data:`EXPERIMENTS`, :data:`VARIANTS`) is defined here and run by
 :func:`analyse` turns a complete experiment into verdicts, exactly as §6 of the protocol says:
 
 * per (level, variant, task): the variant minus Baseline in per-query test scores (MRR's
-  reciprocal ranks, R@10's hits), paired by training seed and query item, by the two-level
-  bootstrap of :func:`mmkit.analysis.statistics.hierarchical_bootstrap`, the same bootstrap seed for
-  every comparison (common random numbers);
-* Holm (1979) over each family: one experiment's tests of one (metric, distance); the primary
-  family is MRR under SSW₁;
-* equivalence by TOST against the margins fixed in advance (±0.02 MRR, ±3 R@10 points), its
-  p-values Holm-adjusted over the same family;
-* the verdict: **equivalent** if the adjusted TOST p < 0.05, else **gain** / **harm** if the
-  adjusted p < 0.05, else **inconclusive**, reported with its minimum detectable effect at the
-  strictest Holm step;
+  reciprocal ranks, R@10's hits), paired by training seed and query item; the decisions from the
+  analytic crossed seeds x queries test :func:`mmkit.analysis.statistics.crossed_t_test` (deviation
+  of 2026-12-07), the reported 95 % and 90 % intervals from the two-level bootstrap of
+  :func:`mmkit.analysis.statistics.hierarchical_bootstrap`, the same bootstrap seed for every
+  comparison (common random numbers);
+* per family (one experiment's tests of one (metric, distance); the primary family is MRR under
+  SSW₁), :func:`mmkit.analysis.statistics.decide_family`: Holm (1979) over the p-values and over
+  the TOST p-values against the margins fixed in advance (±0.02 MRR, ±3 R@10 points); the one
+  verdict rule :func:`mmkit.analysis.statistics.verdict` (**equivalent** if the adjusted TOST
+  p < 0.05 and Baseline is above chance, else **gain** / **harm** if the adjusted p < 0.05, else
+  **at floor** if Baseline's interval reaches chance, else **inconclusive**), reported with its
+  minimum detectable effect at the strictest Holm step;
 * ``mean9``, the difference of the mean over the nine tasks, outside the Holm families, feeds the
   decision pattern of each (level, variant);
 * κ: AUROC of 1/κ for flagging the perturbed training items (E3–E5) or the out-of-distribution
@@ -37,7 +39,8 @@ from typing import Iterable, Mapping
 import numpy as np
 from scipy import stats
 
-from mmkit.analysis.statistics import equivalence, hierarchical_bootstrap, holm, per_query_scores, seed_bootstrap
+from mmkit.analysis.statistics import (at_floor, chance_level, crossed_t_test, decide_family, equivalence,
+                                       hierarchical_bootstrap, holm, per_query_scores, seed_bootstrap, seed_t_test)
 from mmkit.core.io import atomic_write_text
 from mmkit.vocab import PAPER_TASKS, task_name
 
@@ -84,7 +87,8 @@ FAMILIES = (("MRR", "ssw"), ("R@10", "ssw"), ("MRR", "cosine"), ("R@10", "cosine
 #: defects (docs/study.md §5), stored by the runner as the distance "ssw-as-published".
 DESCRIPTIVE = {"E8": (("MRR", "ssw-as-published"),)}
 SUMMARY_COLUMNS = ["experiment", "level", "method", "task", "metric", "difference", "ci_low", "ci_high", "p_holm",
-                   "verdict", "n_seeds", "distance", "family", "p", "ci90_low", "ci90_high", "p_tost_holm", "mde"]
+                   "verdict", "n_seeds", "distance", "family", "p", "ci90_low", "ci90_high", "p_tost_holm", "mde",
+                   "se", "df", "seed_share", "p_tost", "baseline", "chance", "at_floor"]
 BOOTSTRAP = {"n_resamples": 20_000, "seed": 20261201}
 ALPHA = 0.05
 TASKS = tuple(task_name(q, t) for q, t in PAPER_TASKS)
@@ -159,17 +163,35 @@ def _paired(runs_a: dict[int, dict], runs_b: dict[int, dict], split: str, distan
     return np.stack(a_rows), np.stack(b_rows)
 
 
-def _mde(se: float, family_size: int, power: float = 0.8) -> float:
-    """(z_{1 - alpha / (2 k)} + z_power) * se: the effect detected with 80 % power at the strictest Holm step."""
-    return float((stats.norm.ppf(1 - ALPHA / (2 * family_size)) + stats.norm.ppf(power)) * se)
+def _gallery_size(runs: dict[int, dict], split: str) -> int:
+    """The number of items each query ranks: the split's items (the same in every run of a cell)."""
+    sizes = {len(r["splits"][split]["ids"]) for r in runs.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"the runs were evaluated on {split} splits of different sizes: {sorted(sizes)}")
+    return sizes.pop()
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """One comparison: the bootstrap (intervals), the analytic test (decisions), Baseline's mean
+    metric, its chance value and whether Baseline is at that floor."""
+
+    boot: object
+    test: object
+    baseline: float
+    chance: float
+    floor: bool
 
 
 def compare_experiment(experiment: str, results: list[dict], split: str = "test",
                        n_resamples: int = BOOTSTRAP["n_resamples"], families=None) -> list[dict]:
     """Every comparison of ``experiment`` (variants against Baseline, per level, task, metric and
-    distance), with Holm-adjusted p-values, TOST and verdicts per family; plus the ``mean9`` rows.
-    ``families`` defaults to :data:`FAMILIES` and the experiment's :data:`DESCRIPTIVE` rankings,
-    whose rows carry differences and intervals but no p_holm and no verdict."""
+    distance), decided per family by :func:`mmkit.analysis.statistics.decide_family` (Holm over
+    the analytic tests and over their TOSTs, the MDE at the strictest Holm step, the one verdict
+    rule, a Baseline at chance reported "at floor"), with the two-level bootstrap's intervals;
+    plus the ``mean9`` rows. ``families`` defaults to :data:`FAMILIES` and the experiment's
+    :data:`DESCRIPTIVE` rankings, whose rows carry differences and intervals but no p_holm and no
+    verdict."""
     e = EXPERIMENTS[experiment]
     if families is None:
         families = FAMILIES + DESCRIPTIVE.get(experiment, ())
@@ -181,36 +203,34 @@ def compare_experiment(experiment: str, results: list[dict], split: str = "test"
         family, nine = [], []
         for level in e.levels:
             base = by[(_key(level), "baseline")]
+            chance = chance_level(metric, _gallery_size(base, split))
             for variant in e.variants:
                 if variant == "baseline":
                     continue
                 other = by[(_key(level), variant)]
                 for task in TASKS:
                     a, b = _paired(other, base, split, distance, task, metric)
-                    res = hierarchical_bootstrap(a, b, n_resamples=n_resamples, seed=BOOTSTRAP["seed"])
-                    family.append((level, variant, task, res))
-                res9 = hierarchical_bootstrap(*_mean9(other, base, split, distance, metric), n_resamples=n_resamples,
-                                              seed=BOOTSTRAP["seed"])
-                nine.append((level, variant, "mean9", res9))
+                    family.append((level, variant, task, _fit(a, b, n_resamples, chance, at_floor(b, chance))))
+                a9, b9 = _mean9(other, base, split, distance, metric)
+                nine.append((level, variant, "mean9", _fit(a9, b9, n_resamples, chance, False)))
         margin = MARGINS[metric]
-        p_holm = holm([res.p_value for *_, res in family])
-        tost = [equivalence(res, margin) for *_, res in family]
-        p_tost_holm = holm([t["p_tost"] for t in tost])
-        descriptive = (metric, distance) not in FAMILIES
-        for (level, variant, task, res), ph, pt in zip(family, p_holm, p_tost_holm):
-            if descriptive:
-                rows.append(_row(experiment, level, variant, task, metric, distance, res, math.nan, math.nan, "",
-                                 math.nan))
-                continue
-            rows.append(_row(experiment, level, variant, task, metric, distance, res, float(ph), float(pt),
-                             _verdict(res.difference, float(ph), float(pt)), _mde(res.se, len(family))))
-        for level, variant, task, res in nine:
-            tost9 = equivalence(res, margin)
-            rows.append(_row(experiment, level, variant, task, metric, distance, res, math.nan,
-                             float(tost9["p_tost"]), "", _mde(res.se, 1)))
+        tested = (metric, distance) in FAMILIES
+        decided = (decide_family([fit.test for *_, fit in family], margin, [fit.floor for *_, fit in family],
+                                 alpha=ALPHA) if tested else [None] * len(family))
+        for (level, variant, task, fit), dec in zip(family, decided):
+            rows.append(_row(experiment, level, variant, task, metric, distance, fit, dec))
+        for level, variant, task, fit in nine:
+            tost9 = equivalence(fit.test, margin)["p_tost"]
+            rows.append(_row(experiment, level, variant, task, metric, distance, fit,
+                             {"p_tost": tost9, "p_tost_holm": tost9, "mde": fit.test.mde(ALPHA)}))
         if experiment == "E2":
             rows.extend(_slope_rows(by, split, metric, distance, n_resamples))
     return rows
+
+
+def _fit(a: np.ndarray, b: np.ndarray, n_resamples: int, chance: float, floor: bool) -> _Fit:
+    return _Fit(hierarchical_bootstrap(a, b, n_resamples=n_resamples, seed=BOOTSTRAP["seed"]), crossed_t_test(a, b),
+                float(b.mean()), chance, floor)
 
 
 def _mean9(runs_a: dict[int, dict], runs_b: dict[int, dict], split: str, distance: str,
@@ -238,28 +258,27 @@ def _slope_rows(by: dict, split: str, metric: str, distance: str, n_resamples: i
                  for level in levels]
         a = sum(wl * pa for wl, (pa, _) in zip(w, parts))
         b = sum(wl * pb for wl, (_, pb) in zip(w, parts))
-        res = hierarchical_bootstrap(a, b, n_resamples=n_resamples, seed=BOOTSTRAP["seed"])
-        rows.append(_row("E2", "all levels", variant, SLOPE_TASK, metric, distance, res, math.nan, math.nan, "",
-                         math.nan))
+        rows.append(_row("E2", "all levels", variant, SLOPE_TASK, metric, distance,
+                         _fit(a, b, n_resamples, math.nan, False), None))
     return rows
 
 
-def _verdict(difference: float, p_holm: float, p_tost_holm: float) -> str:
-    """docs/study.md §6: the first rule that applies decides."""
-    if p_tost_holm < ALPHA:
-        return "equivalent"
-    if p_holm < ALPHA:
-        return "gain" if difference > 0 else "harm"
-    return "inconclusive"
-
-
-def _row(experiment, level, variant, task, metric, distance, res, p_holm, p_tost_holm, verdict, mde) -> dict:
+def _row(experiment, level, variant, task, metric, distance, fit: _Fit, decided: dict | None) -> dict:
+    """One row of ``study_summary.csv``. ``decided``: the row's entry of
+    :func:`~mmkit.analysis.statistics.decide_family` (Holm-family rows), the TOST and MDE alone
+    (``mean9``) or ``None`` (descriptive rows and E2's slope)."""
+    decided = decided or {}
+    res, test = fit.boot, fit.test
     return {"experiment": experiment, "level": _key(level), "method": variant, "task": task, "metric": metric,
-            "difference": res.difference, "ci_low": res.ci_low, "ci_high": res.ci_high, "p_holm": p_holm,
-            "verdict": verdict, "n_seeds": res.n_seeds, "distance": distance,
+            "difference": res.difference, "ci_low": res.ci_low, "ci_high": res.ci_high,
+            "p_holm": decided.get("p_holm", math.nan), "verdict": decided.get("verdict", ""), "n_seeds": res.n_seeds,
+            "distance": distance,
             "family": ("primary" if (metric, distance) == FAMILIES[0] else "secondary" if (metric, distance) in FAMILIES
-                       else "descriptive"), "p": res.p_value,
-            "ci90_low": res.ci90_low, "ci90_high": res.ci90_high, "p_tost_holm": p_tost_holm, "mde": mde}
+                       else "descriptive"), "p": test.p_value,
+            "ci90_low": res.ci90_low, "ci90_high": res.ci90_high, "p_tost_holm": decided.get("p_tost_holm", math.nan),
+            "mde": decided.get("mde", math.nan), "se": test.se, "df": test.df, "seed_share": test.seed_share,
+            "p_tost": decided.get("p_tost", math.nan), "baseline": fit.baseline, "chance": fit.chance,
+            "at_floor": ("yes" if fit.floor else "no") if task in TASKS else ""}
 
 
 def decision(rows: list[dict], level, variant: str, experiment: str | None = None) -> str:
@@ -284,7 +303,8 @@ def decision(rows: list[dict], level, variant: str, experiment: str | None = Non
 def _numeric(row: Mapping) -> dict:
     """A summary row as :mod:`csv` reads it (strings) with its numeric fields as floats."""
     out = dict(row)
-    for key in ("difference", "ci_low", "ci_high", "p_holm", "p", "ci90_low", "ci90_high", "p_tost_holm", "mde"):
+    for key in ("difference", "ci_low", "ci_high", "p_holm", "p", "ci90_low", "ci90_high", "p_tost_holm", "mde", "se",
+                "df", "seed_share", "p_tost", "baseline", "chance"):
         if isinstance(out.get(key), str):
             out[key] = float(out[key]) if out[key] not in ("", "nan") else math.nan
     return out
@@ -299,18 +319,19 @@ def is_exploratory(experiment: str, n_seeds: int) -> bool:
 
 def verdict_table(rows: Iterable[Mapping]) -> str:
     """Markdown table of the primary family: per experiment, level and variant, the count of each
-    verdict over the nine tasks, the nine-task mean difference with its 95 % interval, the number of
+    verdict (:data:`~mmkit.analysis.statistics.VERDICTS`) over the nine tasks, the nine-task mean
+    difference with its 95 % interval, the number of
     seeds and the protocol's pattern (:func:`decision`). ``rows``: ``study_summary.csv``'s rows."""
     rows = [_numeric(r) for r in rows]
-    lines = ["| experiment | level | variant − Baseline | gain | harm | equivalent | inconclusive | mean9 ΔMRR [95 %] "
-             "| seeds | pattern |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| experiment | level | variant − Baseline | gain | harm | equivalent | at floor | inconclusive "
+             "| mean9 ΔMRR [95 %] | seeds | pattern |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     experiments = sorted({r["experiment"] for r in rows}, key=lambda e: EXPERIMENTS[e].number if e in EXPERIMENTS else 99)
     for experiment in experiments:
         mine = [r for r in rows if r["experiment"] == experiment and r["family"] == "primary"]
         for level, variant in dict.fromkeys((r["level"], r["method"]) for r in mine if r["task"] in TASKS):
             cell = [r for r in mine if r["level"] == level and r["method"] == variant]
             counts = [sum(r["verdict"] == v for r in cell if r["task"] in TASKS)
-                      for v in ("gain", "harm", "equivalent", "inconclusive")]
+                      for v in ("gain", "harm", "equivalent", "at floor", "inconclusive")]
             nine = next(r for r in cell if r["task"] == "mean9")
             lines.append(f"| {experiment} | {level} | {variant} | " + " | ".join(map(str, counts))
                          + f" | {nine['difference']:+.4f} [{nine['ci_low']:+.4f}, {nine['ci_high']:+.4f}] "
@@ -381,7 +402,9 @@ KAPPA_TEST_COLUMNS = ["experiment", "level", "score", "method", "against", "diff
 
 
 def kappa_tests(experiment: str, results: list[dict], n_resamples: int = BOOTSTRAP["n_resamples"]) -> list[dict]:
-    """The κ tests of docs/study.md §6 (H3, H12), each by :func:`seed_bootstrap` over the seeds.
+    """The κ tests of docs/study.md §6 (H3, H12) over the seeds: p-values by the paired t-test
+    :func:`~mmkit.analysis.statistics.seed_t_test` (deviation of 2026-12-07), intervals by
+    :func:`~mmkit.analysis.statistics.seed_bootstrap`.
 
     * E3–E6 (H12): per level, each variant's AUROC of 1/κ against Baseline's (``against =
       "baseline"``; Holm over levels × variants, one family per score: ``auroc_mean`` primary,
@@ -397,7 +420,7 @@ def kappa_tests(experiment: str, results: list[dict], n_resamples: int = BOOTSTR
         res = seed_bootstrap(np.asarray(a), np.asarray(b), n_resamples=n_resamples, seed=BOOTSTRAP["seed"])
         family.append({"experiment": experiment, "level": _key(level), "score": score, "method": method,
                        "against": against, "difference": res.difference, "ci_low": res.ci_low, "ci_high": res.ci_high,
-                       "p": res.p_value, "p_holm": math.nan, "n_seeds": res.n_seeds, "family": name})
+                       "p": seed_t_test(a, b).p_value, "p_holm": math.nan, "n_seeds": res.n_seeds, "family": name})
 
     def close(family: list, test: bool) -> None:
         if test and family:
