@@ -36,7 +36,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 reproduce: $(STAMP)
-	$(PY) -m mmkit reproduce --preset quick --readme README.md
+	$(PY) -m mmkit reproduce --preset quick --readme docs/results.md
 
 # JupyterLab on notebooks/ (kernel "mmkit" registered, widgets extension checked, URL printed; Ctrl-C stops it)
 lab: $(STAMP)
