@@ -1,8 +1,10 @@
-"""Command-line entry point: ``python -m mmkit <command>``.
+"""Command-line entry point: ``python -m mmkit <command>`` (``mmkit <command>`` once installed).
 
-Commands: ``build-data``, ``train``, ``evaluate`` and ``reproduce`` (the notebook pipeline); ``lab``
-starts JupyterLab on the notebooks (``make lab``). ``train`` without ``--data`` trains on the synthetic
-demo bundle and says so before it starts.
+Commands: ``build-data``, ``import-features``, ``train``, ``evaluate``, ``reproduce`` (the notebook
+pipeline), ``study`` (the pre-registered study) and ``lab`` (JupyterLab on the notebooks, ``make lab``).
+``train`` without ``--data`` trains on the synthetic demo bundle and says so before it starts.
+``--help`` shows :data:`DESCRIPTION`, a one-line summary per command, every option with its default,
+and examples (:data:`EXAMPLES`).
 """
 from __future__ import annotations
 
@@ -11,10 +13,55 @@ import json
 import math
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
 
 from mmkit.vocab import CONTRASTIVE_READINGS, DISTANCES, FUSIONS, METHODS, SPLITS
+
+#: What mmkit is, in one line (the first line of ``--help``).
+DESCRIPTION = "mmkit: probabilistic multimodal music retrieval (audio, score images, captions) on the hypersphere."
+#: What the line means, under it.
+ABOUT = ("Each recording, score image and caption becomes a von Mises-Fisher distribution on one sphere, trained "
+         "with a contrastive loss plus a spherical sliced-Wasserstein loss, and items are retrieved by distances "
+         "between distributions: a reproduction and extension of Nakatsuka, Hamasaki & Goto, ISMIR 2024.")
+
+#: Examples shown under ``python -m mmkit --help``.
+EXAMPLES = """examples:
+  python -m mmkit build-data --preset tiny          # 200 music21 triplets, about a minute
+  python -m mmkit train --method proposed --data tiny --epochs 150 --batch-size 16 --out runs/p0
+  python -m mmkit evaluate --runs runs/p0 --split val --distance kl
+  python -m mmkit build-data --from my-music/items.csv --out my-bundle    # your own media (docs/your_data.md)
+  python -m mmkit reproduce --preset smoke          # check the whole pipeline on tiny data
+  python -m mmkit lab                               # JupyterLab on your copy of the notebooks (make lab)
+
+'python -m mmkit COMMAND --help' describes a command and all its options."""
+
+#: What each reproduce preset runs and costs (the times measured on a 2-core machine, docs/results.md).
+PRESETS = {
+    "quick": "the committed results (make reproduce): small data (2,000 music21 triplets); Baseline, PCME, MPC, "
+             "L_S only and Proposed at six weights; 3 seeds, 20 epochs. 27.4 min on a fresh clone (8.3 of them "
+             "building the data), 16.6 min with the data cached.",
+    "paper": "full data (about 15,000 excerpts), 5 seeds, 40 epochs. Not measured: at quick's rates building the "
+             "data takes about an hour and training about 25 times as long as quick's (7.5x the items, 2x the "
+             "epochs, 5 seeds instead of 3).",
+    "smoke": "tiny data (200 triplets, built in about a minute), 1 seed, 2 epochs, small models, KL ranking: "
+             "checks that the pipeline runs; its numbers mean nothing.",
+}
+
+
+def _paragraphs(*texts: str) -> str:
+    return "\n\n".join(textwrap.fill(t, 100) for t in texts if t)
+
+
+def _command(sub, name: str, summary: str, details: str = "", examples: str = "",
+             extra: str = "") -> argparse.ArgumentParser:
+    """A subcommand: ``summary`` is its line in ``--help`` and the first of its own help, then ``details``
+    (wrapped), ``extra`` (as written) and ``examples`` (the epilog)."""
+    description = _paragraphs(summary[0].upper() + summary[1:] + ".", details) + (f"\n\n{extra}" if extra else "")
+    return sub.add_parser(name, help=summary, description=description,
+                          epilog=f"examples:\n{examples}" if examples else None,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def _float_or_inf(text: str) -> float:
@@ -200,8 +247,10 @@ def _study(args) -> int:
 
 
 def _lab_parser(sub) -> None:
-    lab = sub.add_parser("lab", help="start JupyterLab on the notebooks, as make lab does: kernel 'mmkit' registered, "
-                                     "widgets extension checked, URL printed")
+    lab = _command(sub, "lab", "start JupyterLab on the notebooks, as make lab does: kernel 'mmkit' registered, "
+                               "widgets extension checked, URL printed",
+                   "Open 00_start_here first. Ctrl-C stops it.",
+                   "  python -m mmkit lab\n  python -m mmkit lab --port 8890 -- --ServerApp.ip=0.0.0.0")
     lab.add_argument("--root", default="my-notebooks",
                      help="your working copy of the notebooks, served (default my-notebooks/, git-ignored): the shipped "
                           "ones are copied in at the first start, your edits are never overwritten; the package's own "
@@ -225,103 +274,177 @@ def _lab(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mmkit", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build-data", help="build (or reuse) the embedded music21 dataset and its card")
-    b.add_argument("--preset", choices=["tiny", "small", "full"], default="small")
-    b.add_argument("--cache", default=None, help="cache directory (default $MMKIT_CACHE or .cache/mmkit)")
-    b.add_argument("--collections", nargs="+", help="only these music21 corpus collections (e.g. essenFolksong)")
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one subparser per command, every option with its help and default."""
+    from mmkit.model.config import TrainConfig
+
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(prog="python -m mmkit", description=DESCRIPTION + "\n\n" + _paragraphs(ABOUT),
+                                     epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    b = _command(sub, "build-data", "build (or reuse) a dataset bundle: the embedded music21 triplets, or your own "
+                                    "media with --from",
+                 "Audio rendered with a General-MIDI soundfont, engraved score images, captions with musical "
+                 "descriptors, all cached; the bundle goes to the cache, its card to --card.",
+                 "  python -m mmkit build-data --preset tiny\n"
+                 "  python -m mmkit build-data --from my-music/items.csv --out my-bundle --skip-bad")
+    b.add_argument("--preset", choices=["tiny", "small", "full"], default="small",
+                   help="tiny: 200 folk excerpts (56 s on 2 workers, used by the tests); small: 2,000 excerpts over "
+                        "nine collections (476 s); full: every usable work, about 15,000 (default: small)")
+    b.add_argument("--cache", default=None, help="cache directory (default: $MMKIT_CACHE or .cache/mmkit)")
+    b.add_argument("--collections", nargs="+", help="only these music21 corpus collections, e.g. essenFolksong "
+                                                    "(default: the preset's)")
     b.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    b.add_argument("--card", default="reports/dataset_card.md", help="dataset card path ('' to skip)")
-    b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--card", default="reports/dataset_card.md",
+                   help="dataset card path, '' to skip (default: reports/dataset_card.md)")
+    b.add_argument("--no-progress", action="store_true", help="no progress bars")
     b.add_argument("--from", dest="source", metavar="ITEMS_CSV",
                    help="build from your own media instead: a CSV with id, audio, score, caption[, group, split] "
-                        "(docs/your_data.md); needs --out; the card goes to OUT/card.md")
-    b.add_argument("--out", help="bundle directory written by --from")
+                        "(docs/your_data.md); needs --out; the card goes to OUT/card.md (default: none, build "
+                        "--preset)")
+    b.add_argument("--out", help="bundle directory written by --from (no default: required with --from)")
     b.add_argument("--skip-bad", dest="skip_bad", action="store_true",
                    help="--from: leave out bad rows (listed in the card) instead of stopping")
     b.add_argument("--render-audio", dest="render_audio", action="store_true",
                    help="--from: items with a symbolic score and no recording get the score rendered to audio")
     b.add_argument("--split-fractions", dest="split_fractions", type=_fractions, default=(0.8, 0.1, 0.1),
-                   metavar="TRAIN,VAL,TEST", help="--from: shares of the splits assigned by group (default 0.8,0.1,0.1)")
-    imp = sub.add_parser("import-features", help="write a bundle from precomputed embeddings (.npy, .npz, Parquet)")
+                   metavar="TRAIN,VAL,TEST", help="--from: shares of the splits assigned by group (default: 0.8,0.1,0.1)")
+    imp = _command(sub, "import-features", "write a bundle from precomputed embeddings (.npy, .npz, Parquet)",
+                   "Rows are aligned by position or joined by id; bad rows are named (docs/your_data.md).",
+                   "  python -m mmkit import-features --out my-bundle --audio clap.npy --image clip.npy --ids ids.txt")
     imp.add_argument("--out", required=True, help="bundle directory to write")
     for m in ("audio", "image", "text"):
         imp.add_argument(f"--{m}", metavar="FILE[:KEY]",
                          help=f"{m} vectors: .npy, .npz[:key] or .parquet[:column]"
-                              + (" ('captions': embed the captions with MiniLM)" if m == "text" else ""))
+                              + (" ('captions': embed the captions with MiniLM)" if m == "text" else "")
+                              + f" (default: none, the bundle has no {m})")
     imp.add_argument("--ids", metavar="FILE[:KEY]", help="ids, row-aligned: .txt, .npy, .npz:key, .parquet:column, "
                                                          ".csv:column (default: the id column of --items)")
-    imp.add_argument("--captions", metavar="FILE[:KEY]", help="captions, row-aligned (same kinds of file as --ids)")
+    imp.add_argument("--captions", metavar="FILE[:KEY]", help="captions, row-aligned (same kinds of file as --ids; "
+                                                              "default: those of --items, else none)")
     imp.add_argument("--splits", metavar="FILE[:KEY]", help="train/val/test per row (default: assigned by group)")
-    imp.add_argument("--groups", metavar="FILE[:KEY]", help="groups kept in one split, per row")
+    imp.add_argument("--groups", metavar="FILE[:KEY]", help="groups kept in one split, per row (default: each row "
+                                                            "its own group)")
     imp.add_argument("--items", metavar="ITEMS_CSV",
-                     help="a build-data --from CSV joined by id: captions, groups, splits and media for the widget")
+                     help="a build-data --from CSV joined by id: captions, groups, splits and media for the widget "
+                          "(default: none)")
     imp.add_argument("--name", default=None, help="bundle name (default: the folder name)")
-    imp.add_argument("--cache", default=None, help="cache for media and caption vectors (default $MMKIT_CACHE or .cache/mmkit)")
+    imp.add_argument("--cache", default=None, help="cache for media and caption vectors (default: $MMKIT_CACHE or "
+                                                   ".cache/mmkit)")
     imp.add_argument("--workers", type=int, default=None, help="processes for the media of --items (default: all cores)")
-    imp.add_argument("--skip-bad", dest="skip_bad", action="store_true", help="leave out bad rows (listed in the card)")
+    imp.add_argument("--skip-bad", dest="skip_bad", action="store_true",
+                     help="leave out bad rows (listed in the card) instead of stopping")
     imp.add_argument("--split-fractions", dest="split_fractions", type=_fractions, default=(0.8, 0.1, 0.1),
-                     metavar="TRAIN,VAL,TEST")
-    imp.add_argument("--no-progress", action="store_true")
-    t = sub.add_parser("train", help="train one method with one seed into a run directory (resumable)")
-    t.add_argument("--method", choices=METHODS)
+                     metavar="TRAIN,VAL,TEST", help="shares of the splits assigned by group (default: 0.8,0.1,0.1)")
+    imp.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t = _command(sub, "train", "train one method with one seed into a run directory (resumable)",
+                 "Options left out take the values of --config, else TrainConfig's defaults (shown below). "
+                 "Under torchrun it trains data-parallel.",
+                 "  python -m mmkit train --method proposed --data tiny --epochs 150 --batch-size 16 --seed 0 "
+                 "--out runs/p0\n"
+                 "  python -m mmkit train --method baseline --data my-bundle --out runs/b0 --tensorboard\n"
+                 "  torchrun --nproc_per_node=2 -m mmkit train --method proposed --data small --out runs/ddp")
+    t.add_argument("--method", choices=METHODS, help="proposed: L_C + lambda_s * L_S; baseline: L_C only; ls_only: "
+                                                     "L_S only; pcme, pcmepp, mpc: the Gaussian competitors "
+                                                     f"(default: {defaults.method})")
     t.add_argument("--data", "--preset", dest="data", default=None,
-                   help="bundle directory or preset (tiny, small, full, synthetic); without it: synthetic, the "
-                        "generated demo bundle (not music), and the command says so before it starts")
-    t.add_argument("--cache", default=None, help="dataset cache directory (default $MMKIT_CACHE or .cache/mmkit)")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--lambda-s", dest="lambda_s", type=_float_or_inf, help="weight of L_S ('inf': L_S only)")
-    t.add_argument("--contrastive", choices=CONTRASTIVE_READINGS)
-    t.add_argument("--dim", type=int)
-    t.add_argument("--batch-size", dest="batch_size", type=int)
-    t.add_argument("--threads", type=int)
+                   help="bundle directory or preset: tiny, small, full or synthetic (default: synthetic, a generated "
+                        "demo bundle that is not music; the command says so before it starts)")
+    t.add_argument("--cache", default=None, help="dataset cache directory (default: $MMKIT_CACHE or .cache/mmkit)")
+    t.add_argument("--epochs", type=int, help=f"passes over the training split; the best epoch on val is kept "
+                                              f"(default: {defaults.epochs})")
+    t.add_argument("--seed", type=int, help=f"seed of initialisation, batches and vMF samples (default: {defaults.seed})")
+    t.add_argument("--lambda-s", dest="lambda_s", type=_float_or_inf,
+                   help=f"weight of L_S, the SSW loss between modalities; 'inf': L_S only (default: {defaults.lambda_s:g})")
+    t.add_argument("--contrastive", choices=CONTRASTIVE_READINGS, help="reading of the contrastive loss L_C: infonce "
+                                                                       "or pcme's soft matching (docs/method.md; "
+                                                                       f"default: {defaults.contrastive})")
+    t.add_argument("--dim", type=int, help=f"dimension d of the embedding space, the sphere S^(d-1) "
+                                           f"(default: {defaults.dim})")
+    t.add_argument("--batch-size", dest="batch_size", type=int,
+                   help=f"triplets per step, also the negatives of L_C (default: {defaults.batch_size})")
+    t.add_argument("--threads", type=int, help=f"torch intra-op threads per process (default: {defaults.threads})")
     t.add_argument("--encoder", choices=["heads", "backbones"],
-                   help="heads over cached features (default) or CNN backbones over raw media and captions")
-    t.add_argument("--config", type=argparse.FileType("r"), help="JSON file of TrainConfig fields")
+                   help="heads over cached features, or CNN backbones over raw media and captions "
+                        f"(default: {defaults.encoder})")
+    t.add_argument("--config", type=argparse.FileType("r"), help="JSON file of TrainConfig fields, overridden by the "
+                                                                 "options given (default: none)")
     t.add_argument("--out", required=True, help="run directory; re-running the same command resumes")
     t.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars to OUT/tensorboard")
-    t.add_argument("--no-progress", action="store_true")
-    e = sub.add_parser("evaluate", help="evaluate runs (one seed each) on every task their method supports")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    e = _command(sub, "evaluate", "evaluate runs (one seed each) on every task their method supports",
+                 "Prints R@1/5/10/15, MRR and MR as mean +- std over the runs and writes them to a CSV. Choose "
+                 "settings on --split val; the test split is for the final numbers.",
+                 "  python -m mmkit evaluate --runs runs/p0 runs/p1 runs/p2 --split val\n"
+                 "  python -m mmkit evaluate --runs runs/p0 --distance kl --csv kl.csv")
     e.add_argument("--runs", nargs="+", required=True, help="run directories written by `train`")
-    e.add_argument("--split", default="test", choices=SPLITS)
-    e.add_argument("--distance", default="ssw", choices=DISTANCES)
-    e.add_argument("--fusion", default="product", choices=FUSIONS)
-    e.add_argument("--samples", type=int, default=32, help="vMF samples per item for SSW")
-    e.add_argument("--projections", type=int, default=50, help="SSW projections")
+    e.add_argument("--split", default="test", choices=SPLITS, help="the split whose items are queries and gallery "
+                                                                   "(default: test)")
+    e.add_argument("--distance", default="ssw", choices=DISTANCES,
+                   help="ranking of the vMF methods: ssw (the paper's SSW_1 between vMF samples), kl, elk (expected "
+                        "likelihood) or cosine of the means; PCME and MPC always rank by mean cosine, PCME++ by its "
+                        "sampled distance (default: ssw)")
+    e.add_argument("--fusion", default="product", choices=FUSIONS,
+                   help="how a query of two modalities becomes one distribution (default: product)")
+    e.add_argument("--samples", type=int, default=32, help="vMF samples per item for SSW (default: 32)")
+    e.add_argument("--projections", type=int, default=50, help="SSW projections (default: 50)")
     e.add_argument("--csv", default=None, help="CSV path (default: <runs' parent>/evaluation_<split>.csv)")
-    r = sub.add_parser("reproduce", help="run the notebooks (dataset, training, evaluation) and write reports/")
-    r.add_argument("--preset", choices=["quick", "paper", "smoke"], default="quick")
+    r = _command(sub, "reproduce", "run the notebooks (dataset, training, evaluation, figures) and write the results",
+                 "Steps run by papermill in dependency order, unchanged ones skipped on a rerun.",
+                 "  python -m mmkit reproduce --preset quick --readme docs/results.md    # = make reproduce\n"
+                 "  python -m mmkit reproduce --preset smoke --data my-bundle",
+                 "presets:\n" + "\n".join(textwrap.fill(text, 100, initial_indent=f"  {name:<7}", subsequent_indent=" " * 9)
+                                          for name, text in PRESETS.items()))
+    r.add_argument("--preset", choices=list(PRESETS), default="quick",
+                   help=" ".join(f"{name}: {text}" for name, text in PRESETS.items()) + " (default: quick)")
     r.add_argument("--data", default=None, help="preset or bundle directory (default: the preset's)")
-    r.add_argument("--cache", default=None)
-    r.add_argument("--jobs", type=int, default=2, help="notebooks executed at a time")
+    r.add_argument("--cache", default=None, help="dataset cache (default: $MMKIT_CACHE or .cache/mmkit)")
+    r.add_argument("--jobs", type=int, default=2, help="notebooks executed at a time (default: 2)")
     r.add_argument("--encoder", choices=["heads", "backbones"], default=None,
-                   help="train heads over cached features (the presets' default) or CNN backbones over raw inputs")
+                   help="train heads over cached features or CNN backbones over raw inputs (default: the preset's, "
+                        "heads)")
     r.add_argument("--force", action="store_true", help="re-run steps whose inputs are unchanged")
-    r.add_argument("--runs-dir", dest="runs_dir", default="reports/runs")
-    r.add_argument("--tables-dir", dest="tables_dir", default="reports/tables")
-    r.add_argument("--figures-dir", dest="figures_dir", default="reports/figures")
-    r.add_argument("--readme", default=None, help="README whose marked table blocks are refreshed from --tables-dir")
-    st = sub.add_parser("study", help="the pre-registered study of docs/study.md: run the grid (skipping stored runs) "
-                                      "or --analyse an experiment once it is complete")
+    r.add_argument("--runs-dir", dest="runs_dir", default="reports/runs",
+                   help="training runs and executed notebooks (default: reports/runs)")
+    r.add_argument("--tables-dir", dest="tables_dir", default="reports/tables",
+                   help="tables in md, tex and csv (default: reports/tables)")
+    r.add_argument("--figures-dir", dest="figures_dir", default="reports/figures",
+                   help="figures in pdf, svg and png (default: reports/figures)")
+    r.add_argument("--readme", default=None, metavar="MARKDOWN",
+                   help="Markdown file whose marked table blocks are refreshed from --tables-dir; make reproduce "
+                        "passes docs/results.md (default: none)")
+    st = _command(sub, "study", "the pre-registered study of docs/study.md: run the grid (skipping stored runs) "
+                                "or --analyse an experiment once it is complete",
+                  "", "  python -m mmkit study E1 --jobs 2\n  python -m mmkit study E1 --analyse\n"
+                      "  python -m mmkit study --verdicts")
     st.add_argument("experiments", nargs="*", help="experiments to run (default: all), e.g. E1 E3")
     st.add_argument("--analyse", action="store_true", help="analyse the named experiments (refuses incomplete grids)")
     st.add_argument("--verdicts", action="store_true", help="print (and write to study_verdicts.md) the primary "
                                                              "verdicts of every experiment analysed so far, then the "
                                                              "validation score of every stored run's cell")
-    st.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
+    st.add_argument("--jobs", type=int, default=2, help="runs at a time, one torch thread each (default: 2)")
     st.add_argument("--executor", choices=["processes", "slurm", "local"], default="processes",
-                    help="local processes, or submitit on Slurm ('local': submitit's local executor)")
-    st.add_argument("--data", default="small", help="preset or bundle the study uses (docs/study.md: small)")
+                    help="local processes, or submitit on Slurm ('local': submitit's local executor; "
+                         "default: processes)")
+    st.add_argument("--data", default="small", help="preset or bundle the study uses (default: small, as "
+                                                    "docs/study.md fixes)")
     st.add_argument("--seeds", default=None, help="comma-separated subset of the seeds (default: the protocol's)")
-    st.add_argument("--cache", default=None)
-    st.add_argument("--store", default="reports/study", help="where the per-run JSON results go (committed)")
-    st.add_argument("--work", default="reports/runs/study", help="training runs (git-ignored)")
-    st.add_argument("--tables-dir", dest="tables_dir", default="reports/tables")
-    st.add_argument("--figures-dir", dest="figures_dir", default="reports/figures")
+    st.add_argument("--cache", default=None, help="dataset cache (default: $MMKIT_CACHE or .cache/mmkit)")
+    st.add_argument("--store", default="reports/study", help="where the per-run JSON results go, committed "
+                                                             "(default: reports/study)")
+    st.add_argument("--work", default="reports/runs/study", help="training runs, git-ignored "
+                                                                 "(default: reports/runs/study)")
+    st.add_argument("--tables-dir", dest="tables_dir", default="reports/tables",
+                    help="analysis tables (default: reports/tables)")
+    st.add_argument("--figures-dir", dest="figures_dir", default="reports/figures",
+                    help="analysis figures (default: reports/figures)")
     _lab_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
