@@ -113,3 +113,43 @@ def test_compare_methods_pairs_seeds_and_pools_queries(runs):
     assert all(v["difference"] == 0 and v["p_value"] == 1.0 for v in same.values())
     with pytest.raises(ValueError, match="no common training seeds"):
         compare_methods(a[:1], b[1:])
+
+
+def test_many_to_many_truth_adds_rp_and_map_at_r_and_nothing_else_changes(runs, tmp_path):
+    import dataclasses
+
+    # the runs' seed and feature sizes (the same feature maps), captions with a known many-to-many
+    # truth (generic captions: every item of their group)
+    data = load_bundle(make_synthetic_bundle(tmp_path / "t", n_items=(64, 32, 64),
+                                             dims={"audio": 16, "image": 20, "text": 12}, seed=5, truth=True))
+    truth = data["test"].text_relevance()
+    assert truth is not None and (truth.sum(1) > 1).any()
+    plain = {k: dataclasses.replace(v, relevant=None) for k, v in data.items()}
+    run = runs[("proposed", 0)]
+    with_truth = evaluate_run(run, distance="kl", data=data)
+    without = evaluate_run(run, distance="kl", data=plain)
+    text_tasks = {"T->I", "A&T->I", "A->T", "I->T", "A&I->T", "T->A", "I&T->A"}
+    for task, metrics in with_truth["tasks"].items():
+        assert ("RP" in metrics) == (task in text_tasks) and ("mAP@R" in metrics) == (task in text_tasks)
+        assert set(without["tasks"][task]) == {"R@1", "R@5", "R@10", "R@15", "MRR", "MR", "n", "ranks", "chance"}
+        for key in ("R@1", "R@10", "MRR", "MR", "n"):  # the one-to-one metrics do not change
+            assert metrics[key] == without["tasks"][task][key]
+    t2i = with_truth["tasks"]["T->I"]
+    assert 0.0 <= t2i["mAP@R"] <= t2i["RP"] <= 1.0  # precision at i <= 1 before the last hit: mAP@R <= R-P
+    assert t2i["RP"] == pytest.approx(float(t2i["RP_per_query"].mean()))
+    assert t2i["chance"]["RP"] == pytest.approx(float((truth.sum(1) / truth.shape[1]).mean()))  # R / G
+    assert t2i["RP"] > t2i["chance"]["RP"]  # a trained model beats chance on captions
+    # read back from the stored file: same values, per-query values as tensors
+    again = evaluate_run(run, distance="kl", data=data)
+    assert torch.equal(again["tasks"]["I->T"]["mAP@R_per_query"], with_truth["tasks"]["I->T"]["mAP@R_per_query"])
+    assert again["settings"]["truth_sha256"] and "truth_sha256" not in without["settings"]
+    rows = aggregate([with_truth])
+    assert {(r["task"], r["metric"]) for r in rows if r["metric"] in ("RP", "mAP@R")} == {
+        (t, m) for t in text_tasks for m in ("RP", "mAP@R")}
+    assert {r["metric"] for r in aggregate([without])} == {"R@1", "R@5", "R@10", "R@15", "MRR", "MR"}
+    # which differences are real, on the per-query values: only the tasks with text
+    other = evaluate_run(runs[("baseline", 0)], distance="kl", data=data)
+    out = compare_methods([with_truth], [other], "mAP@R", n_resamples=200)
+    assert set(out) == text_tasks and out["T->I"]["n_queries"] == t2i["n"]
+    assert out["T->I"]["difference"] == pytest.approx(t2i["mAP@R"] - other["tasks"]["T->I"]["mAP@R"])
+    assert compare_methods([with_truth], [without], "RP", n_resamples=10) == {}  # no truth on one side
