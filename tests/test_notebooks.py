@@ -2,6 +2,7 @@
 folders), one test per notebook so that each failure is reported on its own; committed notebooks
 carry no outputs; parameter validation stops bad calls."""
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -48,6 +49,7 @@ def test_every_notebook_has_tiny_parameters_and_no_outputs():
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells), path.name
+        assert nb.metadata["kernelspec"] == {"display_name": "mmkit", "language": "python", "name": "mmkit"}, path.name
         for cell in nb.cells:
             if cell.cell_type == "code":
                 assert not cell.outputs and cell.execution_count is None, f"{path.name} is committed with outputs"
@@ -57,7 +59,7 @@ def _wiring(name: str, data: str, folder: Path, run: Path | None) -> dict:
     """The parameters that point notebook ``name`` at this session's data and at ``folder`` for its
     outputs (only those the notebook declares; absolute paths, so that nothing lands in the checkout)."""
     values = {"data": data, "tables_dir": str(folder / "tables"), "figures_dir": str(folder / "figures"),
-              "train_dir": str(folder / "demo-runs"), "pipeline_runs": str(folder / "no-pipeline-runs"),
+              "train_dir": str(folder / "demo-runs"), "reports": str(folder / "no-reports"),
               "store": str(folder / "store"), "work": str(folder / "work")}
     if name == "02_train.ipynb":
         values["out"] = str(folder / "run")
@@ -76,6 +78,7 @@ def _execute(name: str, data: str, folder: Path, run: Path | None = None) -> Non
     assert not errors, errors[0]
     missing = [p for p in OUTPUTS.get(name, []) if not (folder / p).is_file()]
     assert not missing, f"{name} did not write {missing}"
+    return executed
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +100,12 @@ def test_notebook_executes(name, data, request, tmp_path):
         assert (request.getfixturevalue("train_run") / "best.pt").is_file()
         return
     run = request.getfixturevalue("train_run") if name in USES_TRAIN_RUN else None
-    _execute(name, data, tmp_path, run)
+    executed = _execute(name, data, tmp_path, run)
+    if name == "07_retrieval_demo.ipynb":  # the listing shows KL as the app does: "KL ↓", a divergence (>= 0)
+        listing = "".join("".join(o.get("text", "")) for o in executed["cells"][-2]["outputs"])
+        assert listing.count("KL ↓ (smaller is closer)") == 2, listing
+        values = [float(line.split()[-1]) for line in listing.splitlines() if re.match(r"\s+\d+\.", line)]
+        assert len(values) == 10 and min(values) >= 0, listing
     if name == "08_when_ls_helps.ipynb":  # the grid's runs of E1 at seed 0, nothing else
         assert sorted(p.name for p in (tmp_path / "store" / "E1").glob("*.json")) == [
             "clean-baseline-s0.json", "clean-debiased-s0.json", "clean-proposed-0.1-s0.json", "clean-proposed-s0.json"]

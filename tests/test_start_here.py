@@ -19,7 +19,7 @@ from mmkit.app.browser import (KERNEL_NAME, LAB_DEFAULTS, LAB_DIR, LabSetupError
                                widgets_extension, working_copy)
 from mmkit.app.notebook import notebook_path, run_notebook
 from mmkit.model.run import Run, encode_split
-from mmkit.pipeline.reproduce import run_dir
+from mmkit.pipeline.reproduce import results_dir, run_dir
 from mmkit.training.demo import train_demo_runs
 from retrieval_oracle import expected_top_ids
 
@@ -126,12 +126,12 @@ def test_start_here_reuses_the_runs_of_make_reproduce(tiny, tmp_path):
     test = tiny["data"]["test"]
     bundle = str(Path(tiny["data"]["train"].root))
     trained = train_demo_runs(tiny["data"], tmp_path / "trained", epochs=2, data_spec=bundle, progress=False)
-    pipeline = tmp_path / "reports" / "runs"
+    pipeline = results_dir("quick", bundle, reports=tmp_path / "reports") / "runs"    # reports/<bundle>/quick/runs
     for name, method, lam in (("Proposed", "proposed", 1.0), ("Baseline", "baseline", 0.0)):
         shutil.copytree(trained[name], run_dir(pipeline, method, lam, 0))
     out = run_notebook(notebook_path("00_start_here.ipynb"), tmp_path / "start.ipynb",
-                       {"pipeline_runs": str(pipeline), "cache": str(tiny["cache"]), "distance": "kl", "k": 4},
-                       cwd=tmp_path, progress=False)
+                       {"data": bundle, "reports": str(tmp_path / "reports"), "cache": str(tiny["cache"]),
+                        "distance": "kl", "k": 4}, cwd=tmp_path, progress=False)
     executed = nbformat.read(out, as_version=4)
     errors = [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors, errors[:1]

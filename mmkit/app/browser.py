@@ -45,9 +45,9 @@ from mmkit.core.io import atomic_write_bytes, atomic_write_text
 
 __all__ = ["CHROMIUM_ARGS", "DEMO_NOTEBOOK", "START_NOTEBOOK", "KERNEL_NAME", "WIDGETS_EXTENSION", "LAB_DIR",
            "LAB_DEFAULTS", "BrowserUnavailable", "LabSetupError", "lab_command", "register_kernel", "widgets_extension",
-           "prepare_lab", "working_copy", "start_lab",
-           "find_browser", "write_parameterized_notebook", "jupyterlab_server", "chromium_page", "DemoPage", "demo_page",
-           "start_here_page", "screenshot_retrieval_demo"]
+           "prepare_lab", "working_copy", "start_lab", "find_browser", "write_parameterized_notebook",
+           "jupyterlab_server", "chromium_page", "DemoPage", "demo_page", "start_here_page",
+           "screenshot_retrieval_demo"]
 
 DEMO_NOTEBOOK = notebook_path("07_retrieval_demo.ipynb")
 START_NOTEBOOK = notebook_path("00_start_here.ipynb")
@@ -157,7 +157,8 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def working_copy(root_dir: str | os.PathLike = LAB_DIR, shipped: str | os.PathLike | None = None) -> dict[str, list[str]]:
+def working_copy(root_dir: str | os.PathLike = LAB_DIR,
+                 shipped: str | os.PathLike | None = None) -> dict[str, list[str]]:
     """Make ``root_dir`` the lab's working copy of the shipped notebooks; never overwrite an edit.
 
     A shipped notebook missing there is copied; one left as it was copied (its SHA-256 is that
@@ -530,7 +531,7 @@ def start_here_page(data: str, runs: Mapping[str, str | os.PathLike] | None = No
         params["runs"] = json.dumps({name: str(Path(run).resolve()) for name, run in runs.items()})
     with tempfile.TemporaryDirectory(prefix="mmkit-start-") as root:
         params.setdefault("train_dir", str(Path(root) / "runs"))
-        params.setdefault("pipeline_runs", str(Path(root) / "no-pipeline-runs"))
+        params.setdefault("reports", str(Path(root) / "no-reports"))
         write_parameterized_notebook(START_NOTEBOOK, Path(root) / START_NOTEBOOK.name, params)
         with jupyterlab_server(root, timeout=timeout, log_path=log_path) as url, chromium_page() as page:
             page.set_default_timeout(timeout * 1000)

@@ -13,7 +13,9 @@ injected by a bare ``papermill`` call stops the notebook at its first cell with 
 Kernels are started by :func:`kernel_manager_class`: with CurveZMQ transport encryption, which the
 ipykernel kernelspec declares, so the kernel no longer prints "Kernel is running over TCP without
 encryption" at every start (ipykernel >= 7 warns when the manager provisions no keys); where pyzmq
-lacks CURVE, over IPC sockets instead (POSIX), which do not warn either. Nothing else is silenced.
+lacks CURVE, over IPC sockets instead (POSIX), which do not warn either. A finished notebook's kernel is
+shut down by request only, without the interrupt (SIGINT) jupyter_client sends first, which made a
+kernel busy with a last message log "KeyboardInterrupt caught in kernel". Nothing else is silenced.
 """
 from __future__ import annotations
 
@@ -110,6 +112,15 @@ def kernel_manager_class(env: Mapping[str, str] | None = None) -> type:
                 shutil.rmtree(self._ipc_dir, ignore_errors=True)
 
         cleanup_resources = _async_cleanup_resources
+
+        async def _async_interrupt_kernel(self) -> None:
+            # jupyter_client interrupts (SIGINT) every kernel it shuts down, before asking it to shut down; a
+            # kernel still inside a message handler then logs "[IPKernelApp] ERROR | KeyboardInterrupt caught in
+            # kernel." at the end of a clean run. A finished notebook has nothing to interrupt: shut down by request.
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
+
+        interrupt_kernel = _async_interrupt_kernel
 
         async def start_kernel(self, **kw):
             kw["env"] = {**kw.get("env", os.environ), **extra}

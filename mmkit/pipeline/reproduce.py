@@ -2,10 +2,17 @@
 
 A step is one notebook with its parameters. Its key is a SHA-256 of the notebook file, its
 parameters, the mmkit version and the keys of the steps it depends on; a step whose
-``<runs>/<name>/done.json`` holds the same key (and whose outputs exist) is skipped. Executed
-notebooks land in ``reports/runs/`` (git-ignored), tables in ``reports/tables/``, figures in
-``reports/figures/``. Independent steps run in parallel (``jobs`` papermill kernels at a time),
-except exclusive ones (the runtime measurement), which run alone.
+``<runs>/<name>/done.json`` holds the same key (and whose outputs exist) is skipped. Independent
+steps run in parallel (``jobs`` papermill kernels at a time), except exclusive ones (the runtime
+measurement), which run alone.
+
+Where results go (:func:`results_dir`): the committed results in ``reports/tables/`` and
+``reports/figures/`` are those of ``make reproduce`` (:data:`COMMITTED_PRESET` on its own data and
+encoders; its runs and executed notebooks in ``reports/runs/``, git-ignored). Any other preset, data
+set or encoder writes ``reports/<data name>/<preset>/{runs,tables,figures}`` instead, a folder git
+ignores (it holds a ``.gitignore``), so that no run ever overwrites the committed results unless its
+``tables_dir``/``figures_dir`` are named explicitly. :func:`reproduced_runs` finds the runs a
+reproduction trained on given data (the start notebook reuses them).
 
 While it runs, :class:`LiveStatus` shows which steps are running, for how long, and what they
 report through ``$MMKIT_PROGRESS_FILE`` (:data:`mmkit.data.embedded.build.PROGRESS_ENV`; the dataset step
@@ -29,8 +36,9 @@ from mmkit.core.io import atomic_write_json
 from mmkit.data.embedded.build import PROGRESS_ENV
 from mmkit.vocab import VMF_METHODS
 
-__all__ = ["Step", "PIPELINE_PRESETS", "run_dir", "plan", "step_key", "LiveStatus", "read_progress", "run_plan",
-           "refresh_widget_screenshot"]
+__all__ = ["Step", "PIPELINE_PRESETS", "COMMITTED_PRESET", "run_dir", "data_spec", "data_name", "results_dir",
+           "ignore_folder", "output_dirs", "reproduced_runs", "plan", "step_key", "LiveStatus", "read_progress",
+           "run_plan", "refresh_widget_screenshot"]
 
 LAMBDA_SWEEP = (0.01, 0.1, 1.0, 10.0, 100.0)
 
@@ -52,6 +60,105 @@ PIPELINE_PRESETS = {
 def run_dir(runs_dir: str | os.PathLike, method: str, lambda_s: float, seed: int) -> Path:
     """Where the pipeline trains ``method`` at ``lambda_s`` with ``seed``: ``<runs_dir>/train/<tag>``."""
     return Path(runs_dir) / "train" / f"{method}-l{lambda_s:g}-s{seed}"
+
+
+#: The preset whose results are committed under ``reports/`` (``make reproduce``), on its own data and encoders.
+COMMITTED_PRESET = "quick"
+# folder names under reports/ that hold committed material: another data set of that name gets "data-" before it
+_RESERVED = ("runs", "tables", "figures", "study")
+
+
+def _preset(preset: str) -> dict:
+    if preset not in PIPELINE_PRESETS:
+        raise ValueError(f"preset must be one of {tuple(PIPELINE_PRESETS)}, got {preset!r}")
+    return PIPELINE_PRESETS[preset]
+
+
+def data_spec(data: str | os.PathLike, base: str | os.PathLike | None = None) -> str:
+    """A preset name as it is, a bundle directory as an absolute path (a relative one is read from ``base``,
+    default the current directory), so that a run records its data valid from anywhere."""
+    from mmkit.data.resolve import PRESETS
+
+    path = Path(base or ".") / data
+    if str(data) in PRESETS and not path.is_dir():
+        return str(data)
+    return str(path.resolve())
+
+
+def data_name(data: str | os.PathLike) -> str:
+    """The name of a data set: a preset's name, or a bundle directory's folder name."""
+    spec = data_spec(data)
+    return Path(spec).name if Path(spec).is_absolute() else spec
+
+
+def results_dir(preset: str = COMMITTED_PRESET, data: str | os.PathLike | None = None, encoder: str | None = None,
+                reports: str | os.PathLike = "reports") -> Path:
+    """Where reproduce writes the runs, tables and figures of ``preset`` on ``data`` with ``encoder``.
+
+    ``reports`` itself for the committed configuration (:data:`COMMITTED_PRESET` on its own data, heads);
+    otherwise ``reports/<data name>/<preset>`` (``<preset>-backbones`` with backbone encoders; a data
+    name that is a folder of committed material, such as ``tables``, becomes ``data-tables``).
+    """
+    cfg = _preset(preset)
+    spec = data_spec(data or cfg["data"])
+    own_encoder = encoder in (None, "heads")
+    if preset == COMMITTED_PRESET and spec == cfg["data"] and own_encoder:
+        return Path(reports)
+    name = data_name(spec)
+    folder = f"data-{name}" if name in _RESERVED else name
+    return Path(reports) / folder / (preset if own_encoder else f"{preset}-{encoder}")
+
+
+def ignore_folder(folder: str | os.PathLike) -> Path:
+    """Make git ignore ``folder`` (created if missing) by a ``.gitignore`` in it that ignores everything."""
+    path = Path(folder) / ".gitignore"
+    if not path.is_file():
+        from mmkit.core.io import atomic_write_text
+
+        atomic_write_text(path, "# written by mmkit reproduce: results of data other than the committed ones\n*\n")
+    return path
+
+
+def output_dirs(preset: str = COMMITTED_PRESET, data: str | os.PathLike | None = None, encoder: str | None = None,
+                reports: str | os.PathLike = "reports", **explicit: str | None) -> dict[str, str]:
+    """``{"runs_dir", "tables_dir", "figures_dir"}`` of a reproduction: those given in ``explicit``
+    (not None), else ``<results_dir>/runs|tables|figures``; a results folder other than ``reports``
+    itself is made git-ignored (:func:`ignore_folder` on ``reports/<data name>``)."""
+    unknown = sorted(set(explicit) - {"runs_dir", "tables_dir", "figures_dir"})
+    if unknown:
+        raise ValueError(f"output_dirs: unknown folders {unknown}")
+    root = results_dir(preset, data, encoder, reports)
+    if root != Path(reports):
+        ignore_folder(root.parent)
+    return {key: explicit.get(key) or str(root / key.removesuffix("_dir")) for key in ("runs_dir", "tables_dir",
+                                                                                       "figures_dir")}
+
+
+def reproduced_runs(data: str | os.PathLike = "", reports: str | os.PathLike = "reports") -> dict[str, str] | None:
+    """The seed-0 Proposed (λ_S = 1) and Baseline runs that reproduce trained on ``data``, or None.
+
+    ``data``: a preset or a bundle directory (relative to the current directory); empty: the data of
+    the committed configuration. The results folder of every preset for that data is searched
+    (:func:`results_dir`, the committed one first); a pair counts only when both runs have their
+    best weights and record exactly ``data`` (as :attr:`mmkit.model.run.Run.data_spec`, valid from
+    anywhere), so runs of another data set left in a folder are never taken for these.
+    """
+    from mmkit.model.run import CheckpointError, Run
+
+    want = data_spec(data or PIPELINE_PRESETS[COMMITTED_PRESET]["data"])
+    for preset in sorted(PIPELINE_PRESETS, key=lambda p: p != COMMITTED_PRESET):
+        runs = results_dir(preset, want, reports=reports) / "runs"
+        seed = PIPELINE_PRESETS[preset]["seeds"][0]
+        pair = {"Proposed": run_dir(runs, "proposed", 1.0, seed), "Baseline": run_dir(runs, "baseline", 0.0, seed)}
+        if not all((path / "best.pt").is_file() for path in pair.values()):
+            continue
+        try:
+            recorded = {Run(path).data_spec for path in pair.values()}
+        except CheckpointError:   # a run whose data cannot be found is not a run on `data`
+            continue
+        if recorded == {want}:
+            return {name: str(path) for name, path in pair.items()}
+    return None
 
 
 @dataclass(frozen=True)
@@ -80,12 +187,10 @@ def plan(preset: str = "quick", data: str | None = None, runs_dir: str = "report
     the λ_S runs), sphere (distributions on S^2 from the first Proposed run and a d = 3
     illustration model) and runtime (Table 1, alone).
     """
-    if preset not in PIPELINE_PRESETS:
-        raise ValueError(f"preset must be one of {tuple(PIPELINE_PRESETS)}, got {preset!r}")
+    cfg = _preset(preset)
     if encoder not in (None, "heads", "backbones"):
         raise ValueError(f"encoder must be None, 'heads' or 'backbones', got {encoder!r}")
-    cfg = PIPELINE_PRESETS[preset]
-    data = data or cfg["data"]
+    data = data_spec(data or cfg["data"])
     train = {**cfg["train"], **({"encoder": encoder} if encoder else {})}
     steps = [Step("dataset", "01_dataset.ipynb", {"data": data, "cache": cache, "n_show": 3})]
     main_runs, ablation_runs = [], []
@@ -104,7 +209,7 @@ def plan(preset: str = "quick", data: str | None = None, runs_dir: str = "report
                 ablation_runs.append(out)
     trained = tuple(s.name for s in steps if s.name.startswith("train-"))
     common = {"data": data, "cache": cache, "tables_dir": tables_dir, "figures_dir": figures_dir,
-              "dataset_name": f"music21-{data}" if data in ("tiny", "small", "full") else Path(data).name,
+              "dataset_name": f"music21-{data}" if data in ("tiny", "small", "full") else data_name(data),
               "distance": cfg["distance"]}
     steps.append(Step("evaluate", "03_evaluate.ipynb", {"runs": json.dumps(main_runs), **common}, trained,
                       tuple(str(Path(tables_dir) / f"recall_{t}.csv") for t in ("image", "text", "audio"))))

@@ -43,8 +43,9 @@ import torch
 
 from mmkit.core.metrics import ranks_from_scores
 from mmkit.retrieval.scores import fuse_vmf_product, score
-from mmkit.viz.sphere import (fit_sphere_projection, plotly_title, sphere_backdrop, SphereProjection, _check_params,
-                              _color, _fit_lines, _great_circles, _numpy, _unit_rows, _view_basis)
+from mmkit.viz.sphere import (fit_sphere_projection, plotly_title, plotly_top_margin, sphere_backdrop, sphere_name,
+                              SphereProjection, _check_params, _color, _fit_lines, _great_circles, _numpy, _unit_rows,
+                              _view_basis)
 from mmkit.viz.style import MODALITY_COLORS, OKABE_ITO, plotly_template, publication_style
 from mmkit.vocab import DISTANCES, MODALITIES
 
@@ -433,7 +434,7 @@ def _degrees(cap: VmfCap, masses, dim: int) -> str:
     if dim == 3:
         return f"cap radius {drawn}"
     true = ", ".join(f"{math.degrees(a):.1f}°" for a in cap.cap_angles)
-    return f"drawn radius {drawn}; cap radius in S^{dim - 1}: {true}"
+    return f"drawn radius {drawn}; cap radius in {sphere_name(dim - 1)}: {true}"
 
 
 def distribution_figure(scene: DistributionScene, title: str | None = None, width: float = 6.8):
@@ -539,8 +540,8 @@ def _describe(scene: DistributionScene) -> str:
     if p.is_identity:
         where = "d = 3: the sphere itself"
     else:
-        where = (f"S^{p.dim - 1} → S² by tangent PCA ({100 * sum(p.explained_variance_ratio):.0f} % of the tangent "
-                 f"variance shown); discs hold the share of each vMF's projected mass")
+        where = (f"{sphere_name(p.dim - 1)} → S² by tangent PCA ({100 * sum(p.explained_variance_ratio):.0f} % of "
+                 f"the tangent variance shown); discs hold the share of each vMF's projected mass")
     return f"vMF densities: {where}"
 
 
@@ -648,8 +649,9 @@ def distribution_sphere(scene: DistributionScene, title: str | None = None, widt
     axis = dict(visible=False, range=[-1.05, 1.05])
     eye = 1.6 * _facing([c.center for c in scene.caps()])
     fig = go.Figure(traces)
-    fig.update_layout(template=plotly_template(), title=plotly_title(title or _describe(scene), width),
-                      width=width, height=height, margin=dict(l=0, r=0, t=70, b=0),
+    header = plotly_title(title or _describe(scene), width, height)
+    fig.update_layout(template=plotly_template(), title=header,
+                      width=width, height=height, margin=dict(l=0, r=0, t=plotly_top_margin(header), b=0),
                       scene=dict(xaxis=axis, yaxis=axis, zaxis=axis, aspectmode="cube",
                                  camera=dict(eye=dict(x=eye[0], y=eye[1], z=eye[2]))),
                       legend=dict(itemsizing="constant",

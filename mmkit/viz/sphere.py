@@ -29,6 +29,7 @@ singular) get unstable directions. Samples of a concentrated vMF in high dimensi
 from __future__ import annotations
 
 import html
+import math
 import os
 import textwrap
 from dataclasses import dataclass
@@ -42,14 +43,33 @@ from mmkit.model.run import Run
 from mmkit.vocab import MODALITIES
 from mmkit.viz.style import MODALITY_COLORS, OKABE_ITO, plotly_template, publication_style
 
-# geomstats picks its array backend once, at its first import
+# geomstats picks its array backend once, at its first import (numpy unless the user set $GEOMSTATS_BACKEND,
+# e.g. pytorch): every array goes to geomstats through _to_gs and comes back through _from_gs, for any backend
 os.environ.setdefault("GEOMSTATS_BACKEND", "numpy")
 
 __all__ = ["SphereProjection", "SpherePoints", "fit_sphere_projection", "sphere_points", "sphere_figure",
-           "plotly_title", "text_width_px", "orthographic_figure", "kappa_histograms", "read_training_log", "training_curves"]
+           "plotly_title", "plotly_top_margin", "sphere_name", "MODEBAR_PX", "text_width_px", "orthographic_figure",
+           "kappa_histograms", "read_training_log", "training_curves"]
 
 _NORTH = np.array([0.0, 0.0, 1.0])
 _UNIT_TOL = 1e-3
+_SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+#: Height (px) of the toolbar (modebar) plotly draws at the top right of a figure: titles start below it.
+MODEBAR_PX = 32
+
+
+def _to_gs(x):
+    """``x`` (numpy, float64) as an array of geomstats' backend (a torch tensor under ``GEOMSTATS_BACKEND=pytorch``)."""
+    import geomstats.backend as gs
+
+    return gs.array(np.asarray(x, dtype=np.float64))
+
+
+def _from_gs(x) -> np.ndarray:
+    """An array of geomstats' backend as numpy float64."""
+    import geomstats.backend as gs
+
+    return np.asarray(gs.to_numpy(x), dtype=np.float64)
 
 
 def _hypersphere(dim: int):
@@ -116,16 +136,16 @@ class SphereProjection:
         flat = _unit_rows(arr.reshape(-1, self.dim), "points", self.dim)
         if self.is_identity:
             return flat.reshape(*lead, 3)
-        logs = np.asarray(_hypersphere(self.dim - 1).metric.log(flat, self.base_point))   # (N, d)
+        logs = _from_gs(_hypersphere(self.dim - 1).metric.log(_to_gs(flat), _to_gs(self.base_point)))   # (N, d)
         coords = logs @ self.components.T                                                 # (N, 2)
         tangent = np.concatenate([coords, np.zeros((len(coords), 1))], axis=1)           # T_n S^2
-        return np.asarray(_hypersphere(2).metric.exp(tangent, _NORTH)).reshape(*lead, 3)
+        return _from_gs(_hypersphere(2).metric.exp(_to_gs(tangent), _to_gs(_NORTH))).reshape(*lead, 3)
 
     def describe(self) -> str:
         if self.is_identity:
             return "d = 3: the sphere itself"
         ratio = sum(self.explained_variance_ratio)
-        return (f"S^{self.dim - 1} → S² by tangent PCA at the Fréchet mean "
+        return (f"{sphere_name(self.dim - 1)} → S² by tangent PCA at the Fréchet mean "
                 f"({100 * ratio:.0f}% of the tangent variance shown)")
 
 
@@ -135,7 +155,7 @@ def _frechet_mean(x: np.ndarray, max_iter: int = 1000, epsilon: float = 1e-14) -
 
     mean = FrechetMean(_hypersphere(x.shape[1] - 1))
     mean.optimizer.max_iter, mean.optimizer.epsilon = max_iter, epsilon
-    base = np.asarray(mean.fit(x).estimate_, dtype=np.float64)
+    base = _from_gs(mean.fit(_to_gs(x)).estimate_)
     return base / np.linalg.norm(base)
 
 
@@ -151,12 +171,24 @@ def fit_sphere_projection(points, max_iter: int = 1000, epsilon: float = 1e-14) 
         return SphereProjection(3)
     if len(x) < 3:
         raise ValueError(f"points: need at least 3 points to fit a projection from d = {d}, got {len(x)}")
-    from geomstats.learning.pca import TangentPCA
-
     base = _frechet_mean(x, max_iter, epsilon)
-    pca = TangentPCA(_hypersphere(d - 1), n_components=2).fit(x, base_point=base)
-    ratio = np.asarray(pca.explained_variance_ratio_, dtype=np.float64)
-    return SphereProjection(d, base, np.asarray(pca.components_, dtype=np.float64), (float(ratio[0]), float(ratio[1])))
+    components, ratio = _tangent_pca(_from_gs(_hypersphere(d - 1).metric.log(_to_gs(x), _to_gs(base))))
+    return SphereProjection(d, base, components, (float(ratio[0]), float(ratio[1])))
+
+
+def _tangent_pca(logs: np.ndarray, n_components: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Principal directions (n_components, d) and explained-variance ratios (n_components,) of the log
+    maps ``logs`` (N, d) at the Fréchet mean: PCA in the tangent space, the linearised principal geodesic
+    analysis of Fletcher et al. (2004, IEEE TMI 23(8)), as geomstats' ``TangentPCA`` computes it (centred
+    SVD; each direction's sign makes the largest entry of its score column positive). In numpy, so that it
+    runs under every geomstats backend (scikit-learn's sign flip, which ``TangentPCA`` calls, takes no
+    torch tensors)."""
+    centred = logs - logs.mean(axis=0)
+    u, s, vt = np.linalg.svd(centred, full_matrices=False)
+    signs = np.sign(u[np.argmax(np.abs(u), axis=0), np.arange(u.shape[1])])
+    signs[signs == 0] = 1.0
+    variance = s ** 2
+    return (vt * signs[:, None])[:n_components], (variance / variance.sum())[:n_components]
 
 
 @dataclass
@@ -260,13 +292,13 @@ def _great_circles(n_meridians: int = 6, n_points: int = 181) -> list[np.ndarray
     """The equator and ``n_meridians`` great circles through the poles, each (n_points, 3), by geomstats' geodesics."""
     sphere = _hypersphere(2)
     t = np.linspace(0.0, 1.0, n_points)
-    circles = [np.asarray(sphere.metric.geodesic(initial_point=np.array([1.0, 0.0, 0.0]),
-                                                 initial_tangent_vec=np.array([0.0, 2 * np.pi, 0.0]))(t))]
+    circles = [_from_gs(sphere.metric.geodesic(initial_point=_to_gs([1.0, 0.0, 0.0]),
+                                               initial_tangent_vec=_to_gs([0.0, 2 * np.pi, 0.0]))(_to_gs(t)))]
     for k in range(n_meridians):
         phi = np.pi * k / n_meridians
         start = np.array([np.cos(phi), np.sin(phi), 0.0])
-        circles.append(np.asarray(sphere.metric.geodesic(initial_point=start,
-                                                         initial_tangent_vec=2 * np.pi * _NORTH)(t)))
+        circles.append(_from_gs(sphere.metric.geodesic(initial_point=_to_gs(start),
+                                                       initial_tangent_vec=_to_gs(2 * np.pi * _NORTH))(_to_gs(t))))
     return circles
 
 
@@ -331,12 +363,12 @@ def sphere_figure(params: Mapping, ids: Sequence | None = None, captions: Sequen
     axis = dict(visible=False, range=[-1.05, 1.05])
     eye = 1.9 * _facing(points)
     fig = go.Figure(traces)
-    fig.update_layout(template=plotly_template(), title=plotly_title(title or projection.describe(), 760), width=760,
-                      height=640,
+    header = plotly_title(title or projection.describe(), 760, 640)
+    fig.update_layout(template=plotly_template(), title=header, width=760, height=640,
                       scene=dict(xaxis=axis, yaxis=axis, zaxis=axis, aspectmode="cube",
                                  camera=dict(eye=dict(x=eye[0], y=eye[1], z=eye[2]))),
                       legend=dict(itemsizing="constant", title="mean marker size grows with κ"),
-                      margin=dict(l=0, r=0, t=70, b=0))
+                      margin=dict(l=0, r=0, t=plotly_top_margin(header), b=0))
     return fig
 
 
@@ -360,12 +392,27 @@ def _fit_lines(text: str, width_px: float, size: float) -> list[str]:
     return lines or [""]
 
 
-def plotly_title(text: str, width_px: int, size: int = 14, margin_px: int = 12) -> dict:
-    """A plotly title that fits the figure: left-aligned ``margin_px`` from the edge and wrapped with
-    ``<br>`` into lines no wider than ``width_px − 2 margin_px`` (DejaVu Sans metrics, the template's font)."""
+def plotly_title(text: str, width_px: int, height_px: int, size: int = 14, margin_px: int = 12) -> dict:
+    """A plotly title that fits the figure (``width_px`` x ``height_px``) below its toolbar: left-aligned
+    ``margin_px`` from the edge, wrapped with ``<br>`` into lines no wider than ``width_px − 2 margin_px``
+    (DejaVu Sans metrics, the template's font), its top :data:`MODEBAR_PX` below the figure's top edge,
+    under the toolbar plotly draws at the top right. Leave it :func:`plotly_top_margin` pixels."""
     lines = _fit_lines(text, width_px - 2 * margin_px, size)
     return dict(text="<br>".join(html.escape(line) for line in lines), x=margin_px / width_px, xanchor="left",
-                xref="container", y=0.98, yanchor="top", font=dict(size=size))
+                xref="container", y=1 - MODEBAR_PX / height_px, yanchor="top", yref="container", font=dict(size=size))
+
+
+def plotly_top_margin(title: Mapping) -> int:
+    """Pixels above the plot area for a :func:`plotly_title`: the toolbar, the title's lines and a gap."""
+    lines = title["text"].count("<br>") + 1
+    return MODEBAR_PX + math.ceil(lines * 1.3 * title["font"]["size"]) + 8
+
+
+def sphere_name(n: int) -> str:
+    """The sphere ``S^n`` as titles print it: ``S³¹`` (unicode superscripts, never a literal caret)."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ValueError(f"sphere_name: n must be an int >= 0, got {n!r}")
+    return "S" + str(n).translate(_SUPERSCRIPTS)
 
 
 def _facing(points: Mapping[str, SpherePoints]) -> np.ndarray:
