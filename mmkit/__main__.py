@@ -197,8 +197,15 @@ def _evaluate(args) -> int:
 
 
 def _reproduce(args) -> int:
-    from mmkit.pipeline.reproduce import plan, refresh_widget_screenshot, run_plan
+    from mmkit.pipeline.reproduce import (COMMITTED_PRESET, output_dirs, plan, refresh_widget_screenshot, results_dir,
+                                          run_plan)
 
+    if args.readme and results_dir(args.preset, args.data, args.encoder) != Path("reports"):
+        print(f"error: --readme takes the tables of --preset {COMMITTED_PRESET} on its own data only", file=sys.stderr)
+        return 2
+    vars(args).update(output_dirs(args.preset, args.data, args.encoder, runs_dir=args.runs_dir,
+                                  tables_dir=args.tables_dir, figures_dir=args.figures_dir))
+    print(f"results: {args.tables_dir}, {args.figures_dir}", flush=True)
     steps = plan(args.preset, data=args.data, runs_dir=args.runs_dir, tables_dir=args.tables_dir,
                  figures_dir=args.figures_dir, cache=args.cache or "", encoder=args.encoder)
     print(f"reproduce --preset {args.preset}: {len(steps)} notebook steps, {args.jobs} at a time "
@@ -405,12 +412,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train heads over cached features or CNN backbones over raw inputs (default: the preset's, "
                         "heads)")
     r.add_argument("--force", action="store_true", help="re-run steps whose inputs are unchanged")
-    r.add_argument("--runs-dir", dest="runs_dir", default="reports/runs",
-                   help="training runs and executed notebooks (default: reports/runs)")
-    r.add_argument("--tables-dir", dest="tables_dir", default="reports/tables",
-                   help="tables in md, tex and csv (default: reports/tables)")
-    r.add_argument("--figures-dir", dest="figures_dir", default="reports/figures",
-                   help="figures in pdf, svg and png (default: reports/figures)")
+    r.add_argument("--runs-dir", dest="runs_dir", default=None,
+                   help="training runs and executed notebooks (default: reports/runs for --preset quick on its "
+                        "own data, else reports/<data>/<preset>/runs, git-ignored)")
+    r.add_argument("--tables-dir", dest="tables_dir", default=None,
+                   help="tables in md, tex and csv (default: reports/tables for --preset quick on its own data, else "
+                        "reports/<data>/<preset>/tables, git-ignored)")
+    r.add_argument("--figures-dir", dest="figures_dir", default=None,
+                   help="figures in pdf, svg and png (default: reports/figures for --preset quick on its own "
+                        "data, else reports/<data>/<preset>/figures, git-ignored)")
     r.add_argument("--readme", default=None, metavar="MARKDOWN",
                    help="Markdown file whose marked table blocks are refreshed from --tables-dir; make reproduce "
                         "passes docs/results.md (default: none)")
