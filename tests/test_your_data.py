@@ -333,10 +333,16 @@ def test_cli_names_bad_rows_and_skips_them(example, built, tmp_path, capsys):
     _same_bundle(tmp_path / "b", built["bundle"])
 
 
-def test_example_generator_writes_inside_its_folder_only(example):
-    """Everything the generator writes lies under OUT; the escaping row is refused all the same."""
-    assert [p.name for p in example.parent.parent.iterdir()] == [example.parent.name]
-    assert "../outside.wav" in example.read_text()
+def test_example_generator_writes_inside_its_folder_only(tmp_path):
+    """Everything the generator writes lies under OUT (three works, with the bad rows); the escaping
+    row still names a path outside, which read_items refuses before looking for the file."""
+    from mmkit.data.user.items import read_items
+
+    csv_path = make_example_folder(tmp_path / "out", n_works=3)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    _, problems, _ = read_items(csv_path)
+    assert [(p.item, p.kind) for p in problems if p.kind == "escaping-path"] == [("bad-escaping-path", "escaping-path")]
+    assert "../outside.wav" in csv_path.read_text() and not (tmp_path / "outside.wav").exists()
 
 
 def _small_folder(folder: Path, audio_cells: list[str], header: str = "id,audio,score,caption") -> Path:
