@@ -13,9 +13,10 @@ from mmkit.analysis.study import (EXPERIMENTS, FAMILIES, TASKS, _auroc, analyse,
 Q = 80
 
 
-def _run(experiment, level, variant, seed, effect, kappa_gap=0.0, n_train=50):
+def _run(experiment, level, variant, seed, effect, kappa_gap=0.0, n_train=50, chance=False):
     """A stored run whose ranks are Baseline's (drawn per seed, shared by the variants) moved by
-    ``effect``: "same" (a tiny shift on 5 % of the queries), "better" (ranks divided by 3), "worse"."""
+    ``effect``: "same" (a tiny shift on 5 % of the queries), "better" (ranks divided by 3), "worse".
+    Baseline's ranks are exponential (mean ~8 of Q = 80), or with ``chance`` uniform on 1..Q."""
     base = np.random.default_rng([seed, 99])
     own = np.random.default_rng([seed, {"baseline": 0, "proposed": 1, "debiased": 2}[variant]])
     ids = [f"q{k}" for k in range(Q)]
@@ -23,7 +24,8 @@ def _run(experiment, level, variant, seed, effect, kappa_gap=0.0, n_train=50):
     def tasks():
         out = {}
         for t in TASKS:
-            r = 1 + np.floor(base.exponential(8, Q)).clip(0, Q - 1)
+            r = (base.integers(1, Q + 1, Q).astype(float) if chance
+                 else 1 + np.floor(base.exponential(8, Q)).clip(0, Q - 1))
             if effect == "same":
                 moved = own.random(Q) < 0.05
                 r = np.where(moved, np.clip(r + own.choice([-1, 1], Q), 1, Q), r)
@@ -44,9 +46,9 @@ def _run(experiment, level, variant, seed, effect, kappa_gap=0.0, n_train=50):
                                  "present": {m: [1] * n_train for m in kappa}}}}
 
 
-def _store(effect, kappa_gap=None):
+def _store(effect, kappa_gap=None, chance=False):
     e = EXPERIMENTS["E3"]
-    return [_run("E3", level, v, s, effect.get(v, "base"), (kappa_gap or {}).get(v, 0.0))
+    return [_run("E3", level, v, s, effect.get(v, "base"), (kappa_gap or {}).get(v, 0.0), chance=chance)
             for s in e.seeds for level in e.levels for v in e.variants]
 
 
@@ -101,12 +103,13 @@ def test_analyse_refuses_an_incomplete_grid_and_writes_the_summary(tmp_path, cap
     lines = report("E3", tmp_path / "store", tmp_path / "tables", tmp_path / "figures", n_resamples=1000)
     assert (tmp_path / "figures" / "study_differences.pdf").is_file() and (tmp_path / "figures" / "study_kappa_auroc.png").is_file()
     lines = [line for line in lines if not line.startswith(("figure:", "verdicts of every"))]
-    assert len(lines) == 1 + 4 + 4 and lines[0].startswith("E3 (wrong pairs): 30 runs")  # header, patterns, κ tests
+    assert len(lines) == 1 + 1 + 4 + 4 and lines[0].startswith("E3 (wrong pairs): 30 runs")  # header, code, patterns, κ
+    assert lines[1].startswith("  code versions of the compared runs") and lines[1].endswith(": 4 single")
     assert sum(line.startswith("  κ auroc_mean") for line in lines) == 4
     assert (tmp_path / "tables" / "study_kappa_tests.csv").is_file()
     verdicts = (tmp_path / "tables" / "study_verdicts.md").read_text().splitlines()[2:]  # one row per (level, variant)
     assert len(verdicts) == 4 and all(sum(map(int, v.split("|")[4:9])) == 9 for v in verdicts)
-    patterns = {line.split(":")[0].strip(): line.split(":")[1].split("(")[0].strip() for line in lines[1:5]}
+    patterns = {line.split(":")[0].strip(): line.split(":")[1].split("(")[0].strip() for line in lines[2:6]}
     assert {f"{v.split('|')[2].strip()} {v.split('|')[3].strip()}": v.split("|")[-2].strip() for v in verdicts} == patterns
     from mmkit.__main__ import main
 
@@ -219,7 +222,7 @@ def test_backbones_are_analysed_as_exploratory_from_three_complete_seeds(tmp_pat
         (store / f"backbones-{r['variant']}-s{r['seed']}.json").write_text(json.dumps(r))
     lines = list(analyse("E9", tmp_path / "store", tmp_path / "tables", n_resamples=500))
     assert "EXPLORATORY: 3 of 5 seeds" in lines[0] and "[0, 1, 2]" in lines[0]
-    assert lines[1].startswith("  backbones proposed: ") and "(exploratory)" in lines[1]
+    assert lines[2].startswith("  backbones proposed: ") and "(exploratory)" in lines[2]
     with open(tmp_path / "tables" / "study_summary.csv", newline="") as fh:
         summary = list(csv.DictReader(fh))
     assert {row["n_seeds"] for row in summary} == {"3"}
@@ -234,3 +237,93 @@ def test_backbones_are_analysed_as_exploratory_from_three_complete_seeds(tmp_pat
         (store / f"backbones-{r['variant']}-s{r['seed']}.json").unlink(missing_ok=True)
     with pytest.raises(ValueError, match="E9 is incomplete"):
         list(analyse("E9", tmp_path / "store", tmp_path / "tables", n_resamples=500))
+
+
+def test_a_baseline_at_chance_is_at_floor_never_equivalent():
+    """Baseline's ranks uniform (chance MRR H_80 / 80): a variant that moves one place on 5 % of
+    the queries is "at floor" on every task, where above chance it is mostly "equivalent"."""
+    from mmkit.analysis.statistics import chance_level
+
+    rows = compare_experiment("E3", _store({"proposed": "same", "debiased": "same"}, chance=True),
+                              families=FAMILIES[:1], n_resamples=500)
+    primary = [r for r in rows if r["task"] in TASKS]
+    assert {r["verdict"] for r in primary} == {"at floor"} and {r["at_floor"] for r in primary} == {"yes"}
+    assert all(r["chance"] == pytest.approx(chance_level("MRR", Q)) for r in primary)
+    assert all(abs(r["baseline"] - r["chance"]) < 0.03 for r in primary)
+    assert decision(rows, 0.4, "proposed") == "undetermined"
+    above = compare_experiment("E3", _store({"proposed": "same", "debiased": "same"}), families=FAMILIES[:1],
+                               n_resamples=500)
+    assert {r["at_floor"] for r in above if r["task"] in TASKS} == {"no"}
+    assert "at floor" not in {r["verdict"] for r in above}
+
+
+def _git(repo, *args) -> str:
+    import subprocess
+
+    return subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", *args], cwd=repo,
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_a_comparison_trained_by_different_code_is_refused_unless_declared(tmp_path):
+    """Provenance (docs/study.md, deviation of 2026-12-07): runs of one comparison at two commits
+    whose diff touches only analysis code are used; at two commits whose diff touches training
+    code they are refused (no test, not in the Holm family, verdict "refused"), unless the
+    versions are declared equivalent; different source hashes recorded at run start likewise."""
+    import json
+
+    from mmkit.analysis.study import code_version_of, provenance_status, training_code_changes
+
+    repo = tmp_path / "repo"
+    for folder in ("mmkit/core", "mmkit/analysis"):
+        (repo / folder).mkdir(parents=True)
+    _git(repo, "init", "-q")
+    commits = []
+    for path, text in (("mmkit/core/ssw.py", "x = 1\n"), ("mmkit/analysis/study.py", "y = 2\n"),
+                       ("mmkit/core/ssw.py", "x = 3\n")):
+        (repo / path).write_text(text)
+        _git(repo, "add", "mmkit")
+        _git(repo, "commit", "-q", "-m", f"change {path}")
+        commits.append(_git(repo, "rev-parse", "HEAD"))
+    first, analysis_only, training = commits
+    assert training_code_changes(first, analysis_only, repo) == []
+    assert training_code_changes(first, training, repo / "mmkit") == ["mmkit/core/ssw.py"]  # from a subfolder too
+    assert training_code_changes(first, "0" * 40, repo) is None                  # git cannot tell: not "same"
+    runs = _store({"proposed": "same", "debiased": "better"})
+    for r in runs:
+        r["git_commit"] = first
+        if r["level"] == 0.4 and r["variant"] == "proposed" and r["seed"] < 2:
+            r["git_commit"] = analysis_only
+        if r["level"] == 0.4 and r["variant"] == "debiased" and r["seed"] == 3:
+            r["git_commit"] = training
+    store = repo / "store" / "E3"
+    store.mkdir(parents=True)
+    for r in runs:
+        (store / f"{r['level']}-{r['variant']}-s{r['seed']}.json").write_text(json.dumps(r))
+    lines = list(analyse("E3", repo / "store", tmp_path / "tables", n_resamples=500, declared={}))
+    with open(tmp_path / "tables" / "study_provenance.csv", newline="") as fh:
+        status = {(p["level"], p["method"]): p for p in csv.DictReader(fh)}
+    assert status[("0.4", "proposed")]["status"] == "same training code"
+    assert status[("0.4", "debiased")]["status"] == "refused"
+    assert set(status[("0.4", "debiased")]["code_versions"].split("; ")) == {f"{first[:12]} x4", f"{training[:12]} x1"}
+    assert {status[k]["status"] for k in status if k not in (("0.4", "proposed"), ("0.4", "debiased"))} == {"single"}
+    assert any(line.startswith("  REFUSED 0.4 debiased") for line in lines)
+    assert "  0.4 debiased: refused: trained by different code" in [line.split(" (mean9")[0] for line in lines]
+    with open(tmp_path / "tables" / "study_summary.csv", newline="") as fh:
+        summary = [r for r in csv.DictReader(fh) if r["family"] == "primary" and r["task"] in TASKS]
+    refused = [r for r in summary if r["level"] == "0.4" and r["method"] == "debiased"]
+    assert len(refused) == 9 and {r["verdict"] for r in refused} == {"refused"} and refused[0]["p"] == "nan"
+    assert sum(r["verdict"] != "refused" for r in summary) == 27                # the Holm family without them
+    with open(tmp_path / "tables" / "study_kappa_tests.csv", newline="") as fh:
+        assert ("0.4", "debiased") not in {(t["level"], t["method"]) for t in csv.DictReader(fh)}
+    # declared equivalent by a deviation: used, and the better variant is a gain again
+    list(analyse("E3", repo / "store", tmp_path / "tables", n_resamples=500, declared={"E3": {first, training}}))
+    with open(tmp_path / "tables" / "study_summary.csv", newline="") as fh:
+        summary = [r for r in csv.DictReader(fh) if r["family"] == "primary" and r["task"] in TASKS]
+    assert {r["verdict"] for r in summary if r["level"] == "0.4" and r["method"] == "debiased"} == {"gain"}
+    # runs that record their code at start: the source hash decides
+    new = [{"code_version": {"commit": first, "dirty": True, "source_sha256": h, "recorded": "start"}, "git_commit": first}
+           for h in ("a" * 64, "b" * 64)]
+    assert [code_version_of(r) for r in new] == ["a" * 64, "b" * 64]
+    assert provenance_status([code_version_of(r) for r in new]) == "refused"
+    assert provenance_status(["a" * 64, "b" * 64], declared={"a" * 64, "b" * 64}) == "declared equivalent"
+    assert provenance_status(["a" * 64] * 3) == "single"

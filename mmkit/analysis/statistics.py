@@ -798,9 +798,9 @@ def crossed_t_test(a, b) -> TTestResult:
     * Student's t with ``S - 1`` df on ``se``: valid but far too conservative when the interaction
       carries much of the variance (0.03 % at ``0.05 / 9``).
 
-    This test measured 0.53 / 0.18 / 0.09 % (seeds dominant) and 0.52 / 0.20 / 0.10 % (with an
-    interaction) at ``0.05 / 9``, ``/ 27``, ``/ 54`` (nominal 0.56 / 0.19 / 0.09 %), and at most
-    slightly conservative in the other regimes. The two-level bootstrap
+    This test measured 0.560 / 0.200 / 0.094 % (seeds dominant) and 0.442 / 0.134 / 0.070 % (with
+    an interaction) at ``0.05 / 9``, ``/ 27``, ``/ 54`` (nominal 0.556 / 0.185 / 0.093 %), and at
+    most slightly conservative in the other regimes (table in tests/test_statistics.py). The two-level bootstrap
     (:func:`hierarchical_bootstrap`) is kept for the reported 95 % and 90 % intervals, where it is
     calibrated. :attr:`TTestResult.df` reports Satterthwaite's df for reading.
 

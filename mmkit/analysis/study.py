@@ -44,7 +44,8 @@ from mmkit.analysis.statistics import (at_floor, chance_level, crossed_t_test, d
 from mmkit.core.io import atomic_write_text
 from mmkit.vocab import PAPER_TASKS, task_name
 
-__all__ = ["Experiment", "EXPERIMENTS", "VARIANTS", "MARGINS", "FAMILIES", "DESCRIPTIVE", "SUMMARY_COLUMNS", "load_results",
+__all__ = ["NOT_TRAINING_CODE", "CODE_EQUIVALENCE", "PROVENANCE_COLUMNS", "code_version_of", "training_code_changes",
+           "provenance_status", "code_provenance", "Experiment", "EXPERIMENTS", "VARIANTS", "MARGINS", "FAMILIES", "DESCRIPTIVE", "SUMMARY_COLUMNS", "load_results",
            "incomplete", "reference_runs", "E2_ALL", "SLOPE_TASK", "EXPLORATORY_MIN_SEEDS", "is_exploratory", "KAPPA_TEST_COLUMNS", "analyse", "compare_experiment", "kappa_auroc", "kappa_tests", "decision", "verdict_table", "validation_table"]
 
 
@@ -184,15 +185,18 @@ class _Fit:
 
 
 def compare_experiment(experiment: str, results: list[dict], split: str = "test",
-                       n_resamples: int = BOOTSTRAP["n_resamples"], families=None) -> list[dict]:
+                       n_resamples: int = BOOTSTRAP["n_resamples"], families=None,
+                       refused: Iterable[tuple[str, str]] = ()) -> list[dict]:
     """Every comparison of ``experiment`` (variants against Baseline, per level, task, metric and
     distance), decided per family by :func:`mmkit.analysis.statistics.decide_family` (Holm over
     the analytic tests and over their TOSTs, the MDE at the strictest Holm step, the one verdict
     rule, a Baseline at chance reported "at floor"), with the two-level bootstrap's intervals;
     plus the ``mean9`` rows. ``families`` defaults to :data:`FAMILIES` and the experiment's
     :data:`DESCRIPTIVE` rankings, whose rows carry differences and intervals but no p_holm and no
-    verdict."""
+    verdict. ``refused``: (level, variant) comparisons whose runs were trained by different code
+    (:func:`code_provenance`): not tested, not in the Holm families, their rows say "refused"."""
     e = EXPERIMENTS[experiment]
+    refused = {(_key(level), variant) for level, variant in refused}
     if families is None:
         families = FAMILIES + DESCRIPTIVE.get(experiment, ())
     by = {}
@@ -206,6 +210,10 @@ def compare_experiment(experiment: str, results: list[dict], split: str = "test"
             chance = chance_level(metric, _gallery_size(base, split))
             for variant in e.variants:
                 if variant == "baseline":
+                    continue
+                if (_key(level), variant) in refused:
+                    rows.extend(_refused_row(experiment, level, variant, task, metric, distance, len(base))
+                                for task in TASKS + ("mean9",))
                     continue
                 other = by[(_key(level), variant)]
                 for task in TASKS:
@@ -224,8 +232,18 @@ def compare_experiment(experiment: str, results: list[dict], split: str = "test"
             rows.append(_row(experiment, level, variant, task, metric, distance, fit,
                              {"p_tost": tost9, "p_tost_holm": tost9, "mde": fit.test.mde(ALPHA)}))
         if experiment == "E2":
-            rows.extend(_slope_rows(by, split, metric, distance, n_resamples))
+            rows.extend(_slope_rows(by, split, metric, distance, n_resamples, refused))
     return rows
+
+
+def _refused_row(experiment, level, variant, task, metric, distance, n_seeds: int) -> dict:
+    """A row of a comparison refused for its code versions: no numbers, verdict "refused"."""
+    row = dict.fromkeys(SUMMARY_COLUMNS, math.nan)
+    family = "primary" if (metric, distance) == FAMILIES[0] else "secondary" if (metric, distance) in FAMILIES \
+        else "descriptive"
+    row.update(experiment=experiment, level=_key(level), method=variant, task=task, metric=metric, distance=distance,
+               family=family, n_seeds=n_seeds, verdict="refused", at_floor="")
+    return row
 
 
 def _fit(a: np.ndarray, b: np.ndarray, n_resamples: int, chance: float, floor: bool) -> _Fit:
@@ -240,7 +258,7 @@ def _mean9(runs_a: dict[int, dict], runs_b: dict[int, dict], split: str, distanc
     return sum(a for a, _ in pairs) / len(TASKS), sum(b for _, b in pairs) / len(TASKS)
 
 
-def _slope_rows(by: dict, split: str, metric: str, distance: str, n_resamples: int) -> list[dict]:
+def _slope_rows(by: dict, split: str, metric: str, distance: str, n_resamples: int, refused=frozenset()) -> list[dict]:
     """H4 (docs/study.md §6): the OLS slope of the mean9 difference on log2 N over E2's five levels
     (100, 200, 400, 800 and "all" from E1). The slope is linear in the per-(seed, query) scores, so
     ``sum_l w_l mean9_l`` per method, bootstrapped like any difference, is the slope computed inside
@@ -253,6 +271,9 @@ def _slope_rows(by: dict, split: str, metric: str, distance: str, n_resamples: i
     rows = []
     for variant in e.variants:
         if variant == "baseline":
+            continue
+        if any((_key(level), variant) in refused for level in levels):
+            rows.append(_refused_row("E2", "all levels", variant, SLOPE_TASK, metric, distance, len(e.seeds)))
             continue
         parts = [_mean9(by[(_key(level), variant)], by[(_key(level), "baseline")], split, distance, metric)
                  for level in levels]
@@ -287,6 +308,8 @@ def decision(rows: list[dict], level, variant: str, experiment: str | None = Non
     primary = [r for r in rows if r["family"] == "primary" and r["level"] == _key(level) and r["method"] == variant
                and (experiment is None or r["experiment"] == experiment)]
     verdicts = [r["verdict"] for r in primary if r["task"] != "mean9"]
+    if "refused" in verdicts:
+        return "refused: trained by different code"
     nine = next(r for r in primary if r["task"] == "mean9")
     gains, harms, equal = verdicts.count("gain"), verdicts.count("harm"), verdicts.count("equivalent")
     if gains >= 3 and not harms and nine["ci_low"] > 0:
@@ -401,7 +424,8 @@ KAPPA_TEST_COLUMNS = ["experiment", "level", "score", "method", "against", "diff
                       "p_holm", "n_seeds", "family"]
 
 
-def kappa_tests(experiment: str, results: list[dict], n_resamples: int = BOOTSTRAP["n_resamples"]) -> list[dict]:
+def kappa_tests(experiment: str, results: list[dict], n_resamples: int = BOOTSTRAP["n_resamples"],
+                refused: Iterable[tuple[str, str]] = ()) -> list[dict]:
     """The κ tests of docs/study.md §6 (H3, H12) over the seeds: p-values by the paired t-test
     :func:`~mmkit.analysis.statistics.seed_t_test` (deviation of 2026-12-07), intervals by
     :func:`~mmkit.analysis.statistics.seed_bootstrap`.
@@ -414,6 +438,7 @@ def kappa_tests(experiment: str, results: list[dict], n_resamples: int = BOOTSTR
       against Baseline and the debiased L_S against Proposed (one Holm family of two).
     """
     e = EXPERIMENTS[experiment]
+    refused = {(_key(level), variant) for level, variant in refused}
     rows: list[dict] = []
 
     def add(family: list, level, score, method, against, a, b, name):
@@ -433,6 +458,8 @@ def kappa_tests(experiment: str, results: list[dict], n_resamples: int = BOOTSTR
               for r in results}
         family: list = []
         for method, against in (("proposed", "baseline"), ("debiased", "proposed")):
+            if {("clean", method), ("clean", against)} & refused:
+                continue
             add(family, "clean", "mean_log_kappa", method, against, [by[(method, s)] for s in e.seeds],
                 [by[(against, s)] for s in e.seeds], "H3")
         close(family, True)
@@ -446,7 +473,7 @@ def kappa_tests(experiment: str, results: list[dict], n_resamples: int = BOOTSTR
         for level in e.levels:
             for method in e.variants:
                 values = [table[(_key(level), method, s)][score] for s in e.seeds]
-                if any(math.isnan(v) for v in values):
+                if any(math.isnan(v) for v in values) or (_key(level), method) in refused:
                     continue
                 add(chance, level, score, method, "0.5", values, [0.5] * len(values), "chance")
                 if method != "baseline":
@@ -480,12 +507,124 @@ def _write_csv(path: Path, rows: list[dict], columns: list[str], replace_experim
     atomic_write_text(path, buf.getvalue())
 
 
+# --------------------------------------------------------------------------------------------
+# provenance: which code trained the runs of a comparison (docs/study.md, deviation of 2026-12-07)
+
+#: The parts of ``mmkit/`` whose changes cannot alter a stored run (the analysis of stored runs,
+#: figures, widgets, notebooks, the CLI); a change anywhere else in ``mmkit/`` is a change of the
+#: training (or evaluation) code.
+NOT_TRAINING_CODE = ("mmkit/analysis/", "mmkit/viz/", "mmkit/app/", "mmkit/notebooks/", "mmkit/__main__.py")
+#: Code versions declared equivalent by a deviation of docs/study.md, per experiment: the runs of
+#: a comparison whose versions all lie in its experiment's set are used although the training code
+#: changed between them. Every commit here is named in the deviation "2026-12-07 ... provenance".
+_E1_COMMITS = ("c0d1506e60c3a0e308eec23a315dcab60943518a", "7362b10d1ed5ef3ee83b5996a521659e14232abd",
+               "5ccd43fbd8b1dd47c7ca21fb4cfc82b58e2455f5", "9082a4c57fab3be3289c67eac02c4b769dcb02f3")
+CODE_EQUIVALENCE = {
+    "E1": frozenset(_E1_COMMITS),
+    "E2": frozenset(_E1_COMMITS + ("bb1294add3907814713c7cfe4c9a1fb80ac4e4e4", "353b0f630e047a0828b86f8886b852719392e103",
+                                   "5b4f59a1035ddb4063303c2ab3f7c9ee40981e77", "a60789b98903deec1ca755772b83b2452f82ab5b",
+                                   "968cfa5e351fa0b9715af84b46da59caee9b6104", "9d7023dacb98046d59578aa69ddf41d295221d77")),
+    "E5": frozenset(("8c64ed3398c3d69e733709288e0980c3a2f3daa6", "e3a5bc53eadd689675a37b3c98f9e05214737161",
+                     "c2229ae9e3412b88b7dcd33d001771f3df3c94f2", "bb1294add3907814713c7cfe4c9a1fb80ac4e4e4")),
+    "E7": frozenset(("fa5f469f06f0a9df97ac5f2fb8c95a3a212aac44", "0f2364cf1139e808f6f88fc1fc1c43b76f2f9716",
+                     "089fc5813d1b204e4a360210d5dc8f1f6e712d2d", "4f9bc700687eda14159c4198a86775ea51c87c93")),
+    "E9": frozenset(("fa9104340c6cba7e4061d6728ed0a00b5889b41e", "034edb4b91f9cd0bd02a7c64cbca5ea8d29d32cc",
+                     "b26e9eedf86587370751b4d5552d2eaccd8f7ab0", "ba4f907b148dc12fd2db5902da5b9c8990105d7f",
+                     "999a65c292f8401509b1bab4bf2add219a32994a")),
+}
+PROVENANCE_COLUMNS = ["experiment", "level", "method", "runs", "code_versions", "compared_with_baseline", "status"]
+
+
+def code_version_of(run: Mapping) -> str:
+    """The code version that trained ``run``: the SHA-256 of the ``mmkit`` sources recorded at its
+    start (``code_version.source_sha256``), else, for runs stored before that was recorded, the
+    git commit read when its result was written (``git_commit``); ``"unknown"`` without either."""
+    recorded = run.get("code_version") or {}
+    if recorded.get("source_sha256"):
+        return str(recorded["source_sha256"])
+    return str(run.get("git_commit") or "unknown")
+
+
+def _is_commit(version: str) -> bool:
+    return len(version) == 40 and all(c in "0123456789abcdef" for c in version)
+
+
+def training_code_changes(first: str, second: str, repo: str | os.PathLike = ".") -> list[str] | None:
+    """The files of training code (``mmkit/`` outside :data:`NOT_TRAINING_CODE`) that differ
+    between two git commits (``git diff --name-only``), or ``None`` when git cannot tell (not a
+    repository, unknown commit)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "diff", "--name-only", first, second, "--", ":(top)mmkit/"], cwd=repo,
+                             capture_output=True, text=True, check=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [f for f in out.split() if not f.startswith(NOT_TRAINING_CODE)]
+
+
+def provenance_status(versions: Iterable[str], declared: Iterable[str] = (), repo: str | os.PathLike = ".") -> str:
+    """Whether the runs of one comparison, trained by ``versions``, may be compared.
+
+    ``"single"``: one version. ``"same training code"``: several git commits (runs stored before
+    the start-of-run record) whose diffs touch no training code (:func:`training_code_changes`).
+    ``"declared equivalent"``: otherwise, when every version is in ``declared`` (a deviation of
+    docs/study.md). ``"refused"``: otherwise — different source hashes, or commits between which
+    training code changed (or git cannot tell), with no declaration.
+    """
+    versions = sorted(set(versions))
+    if len(versions) == 1:
+        return "single"
+    if all(_is_commit(v) for v in versions) and all(
+            training_code_changes(versions[0], v, repo) == [] for v in versions[1:]):
+        return "same training code"
+    if set(versions) <= set(declared):
+        return "declared equivalent"
+    return "refused"
+
+
+def _versions_text(runs: Iterable[Mapping]) -> str:
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[code_version_of(r)] = counts.get(code_version_of(r), 0) + 1
+    return "; ".join(f"{v[:12]} x{n}" for v, n in sorted(counts.items()))
+
+
+def code_provenance(experiment: str, results: list[dict], repo: str | os.PathLike = ".",
+                    declared: Mapping[str, Iterable[str]] | None = None) -> list[dict]:
+    """One row per (level, variant) cell of ``experiment``: its runs' code versions, and the
+    :func:`provenance_status` of the comparison it enters (the cell with its level's Baseline
+    cell; Baseline's own row: the Baseline cell alone). ``declared`` defaults to
+    :data:`CODE_EQUIVALENCE`."""
+    declared_here = (CODE_EQUIVALENCE if declared is None else declared).get(experiment, ())
+    e = EXPERIMENTS[experiment]
+    cells: dict = {}
+    for r in results:
+        cells.setdefault((_key(r["level"]), r["variant"]), []).append(r)
+    rows = []
+    for level in _all_levels(experiment):
+        for variant in e.variants:
+            runs = cells.get((_key(level), variant), [])
+            if not runs:
+                continue
+            base = cells.get((_key(level), "baseline"), []) if variant != "baseline" else []
+            rows.append({"experiment": experiment, "level": _key(level), "method": variant, "runs": len(runs),
+                         "code_versions": _versions_text(runs),
+                         "compared_with_baseline": _versions_text(runs + base) if base else "",
+                         "status": provenance_status([code_version_of(r) for r in runs + base], declared_here, repo)})
+    return rows
+
+
 def analyse(experiment: str, store: str | os.PathLike = "reports/study", tables_dir: str | os.PathLike = "reports/tables",
-            n_resamples: int = BOOTSTRAP["n_resamples"]) -> Iterable[str]:
+            n_resamples: int = BOOTSTRAP["n_resamples"], repo: str | os.PathLike | None = None,
+            declared: Mapping[str, Iterable[str]] | None = None) -> Iterable[str]:
     """Analyse one complete experiment: write its rows of ``study_summary.csv`` (and κ AUROCs to
-    ``study_kappa.csv``) and yield a line per (level, variant) with its decision pattern. An
-    experiment of :data:`EXPLORATORY_MIN_SEEDS` with enough complete seed blocks is analysed on
-    those, and said to be exploratory."""
+    ``study_kappa.csv``, the code versions of each cell to ``study_provenance.csv``) and yield a
+    line per (level, variant) with its decision pattern. An experiment of
+    :data:`EXPLORATORY_MIN_SEEDS` with enough complete seed blocks is analysed on those, and said
+    to be exploratory. A comparison whose runs were trained by different code and not declared
+    equivalent (:func:`code_provenance`, with ``declared`` and the git repository ``repo``,
+    default the one holding ``store``) is refused."""
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; the grid has {sorted(EXPERIMENTS)}")
     e = EXPERIMENTS[experiment]
@@ -499,18 +638,27 @@ def analyse(experiment: str, store: str | os.PathLike = "reports/study", tables_
         raise ValueError(f"{experiment} is incomplete ({len(missing)} of its runs are not stored, e.g. {missing[:3]}); "
                          "the protocol analyses an experiment once, after all its runs (python -m mmkit study "
                          f"{experiment})")
-    rows = compare_experiment(experiment, results, n_resamples=n_resamples)
+    provenance = code_provenance(experiment, results, store if repo is None else repo, declared)
+    refused = [(p["level"], p["method"]) for p in provenance if p["status"] == "refused"]
+    rows = compare_experiment(experiment, results, n_resamples=n_resamples, refused=refused)
     tables = Path(tables_dir)
     _write_csv(tables / "study_summary.csv", rows, SUMMARY_COLUMNS, experiment)
+    _write_csv(tables / "study_provenance.csv", provenance, PROVENANCE_COLUMNS, experiment)
     kappa = kappa_auroc(results)
     if kappa:
         _write_csv(tables / "study_kappa.csv", kappa, list(kappa[0]), experiment)
-    tests = kappa_tests(experiment, results, n_resamples=n_resamples)
+    tests = kappa_tests(experiment, results, n_resamples=n_resamples, refused=refused)
     if tests:
         _write_csv(tables / "study_kappa_tests.csv", tests, KAPPA_TEST_COLUMNS, experiment)
     yield (f"{experiment} ({e.title}): {len(results)} runs, {len(rows)} comparison rows -> {tables / 'study_summary.csv'}"
            + (f" — EXPLORATORY: {len(complete)} of {len(e.seeds)} seeds (complete seed blocks {complete}); its verdicts "
               "do not enter the decision rule" if exploratory else ""))
+    statuses = [p["status"] for p in provenance if p["method"] != "baseline"]
+    yield (f"  code versions of the compared runs ({tables / 'study_provenance.csv'}): "
+           + ", ".join(f"{statuses.count(k)} {k}" for k in dict.fromkeys(statuses)))
+    for p in provenance:
+        if p["status"] == "refused":
+            yield f"  REFUSED {p['level']} {p['method']}: trained by different code ({p['compared_with_baseline']})"
     for level in e.levels:
         for variant in e.variants:
             if variant != "baseline":
