@@ -20,6 +20,12 @@ $(STAMP): pyproject.toml Makefile
 	@if ! ldconfig -p 2>/dev/null | grep -q libcairo.so.2; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq libcairo2; \
 	  else echo "libcairo2 is missing: ask an administrator to install it (apt-get install libcairo2)"; exit 1; fi; fi
+	@# the -real presets: two more General-MIDI soundfonts and rsvg-convert (mmkit.data.embedded.views)
+	@if [ ! -f /usr/share/sounds/sf3/FluidR3Mono_GM.sf3 ] || [ ! -f /usr/share/sounds/sf3/MuseScore_General_Lite.sf3 ] \
+	    || ! command -v rsvg-convert >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq fluidr3mono-gm-soundfont \
+	    musescore-general-soundfont-small librsvg2-bin; \
+	  else echo "the -real presets need: apt-get install fluidr3mono-gm-soundfont musescore-general-soundfont-small librsvg2-bin"; fi; fi
 	@# the system Chromium, driven by Playwright in the real-browser test (no browser is ever downloaded)
 	@if ! command -v chromium >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \

@@ -132,12 +132,23 @@ def _build_data(args) -> int:
     if args.source:
         return _build_from_media(args)
     from mmkit.data.embedded.build import build_dataset
+    from mmkit.data.embedded.real import REAL_PRESETS, build_real_dataset
 
-    summary = build_dataset(args.preset, cache=args.cache, collections=tuple(args.collections) if args.collections else None,
-                            workers=args.workers, progress=not args.no_progress, card=args.card)
+    card = args.card if args.card is not None else \
+        "reports/dataset_card.md" if args.preset == "small" else f"reports/dataset_card_{args.preset}.md"
+    if args.preset in REAL_PRESETS:
+        if args.collections:
+            print("error: --collections does not apply to the -real presets (same works as their base)", file=sys.stderr)
+            return 2
+        summary = build_real_dataset(args.preset, cache=args.cache, workers=args.workers,
+                                     progress=not args.no_progress, card=card)
+    else:
+        summary = build_dataset(args.preset, cache=args.cache,
+                                collections=tuple(args.collections) if args.collections else None,
+                                workers=args.workers, progress=not args.no_progress, card=card)
     print(f"bundle: {summary['bundle']}")
-    if args.card:
-        print(f"dataset card: {args.card}")
+    if card:
+        print(f"dataset card: {card}")
     print(f"items={summary['items']} train={summary['train']} val={summary['val']} test={summary['test']} "
           f"skipped={summary['skipped']} seconds={summary['seconds']}")
     return 0
@@ -296,15 +307,19 @@ def build_parser() -> argparse.ArgumentParser:
                  "descriptors, all cached; the bundle goes to the cache, its card to --card.",
                  "  python -m mmkit build-data --preset tiny\n"
                  "  python -m mmkit build-data --from my-music/items.csv --out my-bundle --skip-bad")
-    b.add_argument("--preset", choices=["tiny", "small", "full"], default="small",
+    b.add_argument("--preset", choices=["tiny", "small", "full", "tiny-real", "small-real"], default="small",
                    help="tiny: 200 folk excerpts (56 s on 2 workers, used by the tests); small: 2,000 excerpts over "
-                        "nine collections (476 s); full: every usable work, about 15,000 (default: small)")
+                        "nine collections (476 s); full: every usable work, about 15,000; tiny-real / small-real: "
+                        "the same works with 4 views per modality (soundfonts, tempo, reverb, noise; fonts, scan "
+                        "degradation), captions at graded specificity and many-to-many truth (docs/data_format.md) "
+                        "(default: small)")
     b.add_argument("--cache", default=None, help="cache directory (default: $MMKIT_CACHE or .cache/mmkit)")
     b.add_argument("--collections", nargs="+", help="only these music21 corpus collections, e.g. essenFolksong "
                                                     "(default: the preset's)")
     b.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    b.add_argument("--card", default="reports/dataset_card.md",
-                   help="dataset card path, '' to skip (default: reports/dataset_card.md)")
+    b.add_argument("--card", default=None,
+                   help="dataset card path, '' to skip (default: reports/dataset_card.md for small, "
+                        "reports/dataset_card_<preset>.md for the others)")
     b.add_argument("--no-progress", action="store_true", help="no progress bars")
     b.add_argument("--from", dest="source", metavar="ITEMS_CSV",
                    help="build from your own media instead: a CSV with id, audio, score, caption[, group, split] "

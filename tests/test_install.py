@@ -28,7 +28,7 @@ def test_missing_tinysoundfont_names_the_pip_command(monkeypatch):
     assert render.TINYSOUNDFONT_INSTALL.split()[-1] in NO_DEPS  # the pinned version the Makefile installs
     monkeypatch.setitem(sys.modules, "tinysoundfont", None)  # `import tinysoundfont` now fails
     monkeypatch.setitem(sys.modules, "tinysoundfont.midi", None)
-    monkeypatch.setattr(render, "_SYNTH", None)
+    monkeypatch.setattr(render, "_SYNTHS", {})
     command = re.escape("`pip install --no-deps tinysoundfont==0.3.7`")
     with pytest.raises(ImportError, match=command):
         render.require_tinysoundfont()

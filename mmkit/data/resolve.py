@@ -9,8 +9,9 @@ from mmkit.data.cache import default_cache_dir
 
 __all__ = ["PRESETS", "resolve_data"]
 
-#: Embedded-dataset presets built from the music21 corpus, plus the synthetic demo bundle.
-PRESETS = ("tiny", "small", "full", "synthetic")
+#: Embedded-dataset presets built from the music21 corpus (the ``-real`` ones with views, nuisance
+#: and many-to-many truth, :mod:`mmkit.data.embedded.real`), plus the synthetic demo bundle.
+PRESETS = ("tiny", "small", "full", "tiny-real", "small-real", "synthetic")
 
 
 def resolve_data(spec: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
@@ -34,4 +35,8 @@ def resolve_data(spec: str | os.PathLike, cache_dir: str | os.PathLike | None = 
 
         summary = build_dataset(str(spec), cache=cache, progress=progress)
         return load_bundle(summary["bundle"])
+    if str(spec) in ("tiny-real", "small-real"):
+        from mmkit.data.embedded.real import build_real_dataset
+
+        return load_bundle(build_real_dataset(str(spec), cache=cache, progress=progress)["bundle"])
     raise ValueError(f"data {str(spec)!r} is neither a bundle directory nor one of the presets {PRESETS}")

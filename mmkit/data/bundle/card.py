@@ -45,12 +45,15 @@ def write_dataset_card(path: str | os.PathLike, summary: dict) -> None:
                  "(" + ", ".join(f"{k}: {v}" for k, v in sorted(summary["skipped_by_reason"].items())) + ")"
                  if summary["skipped_by_reason"] else ""),
              f"- build time: {summary['seconds']} s with {summary['workers']} worker(s); {summary['rendered']} items "
-             f"rendered in this run, {summary['rebuilt_corrupt']} corrupt cache entries rebuilt",
+             f"rendered in this run" + (f", {summary['rebuilt_corrupt']} corrupt cache entries rebuilt"
+                                        if "rebuilt_corrupt" in summary else ""),
              f"- bundle: `{os.path.basename(summary['bundle'])}`", "",
              "## Items per collection and split", "", "| collection | train | val | test |", "|---|---:|---:|---:|"]
     for c in collections:
         lines.append(f"| {c} | " + " | ".join(str(summary["per_collection"][s].get(c, 0))
                                              for s in SPLITS) + " |")
+    if "views" in summary:
+        lines += _views_lines(summary)
     lines += ["", "## Captions", "",
               f"- distinct captions: {all_div['distinct']} of {all_div['items']} "
               f"({100 * all_div['distinct_ratio']:.1f} %), vocabulary {all_div['vocabulary']} words",
@@ -60,6 +63,33 @@ def write_dataset_card(path: str | os.PathLike, summary: dict) -> None:
     for ex in summary["examples"]:
         lines.append(f"- `{ex['id']}` ({ex['collection']}): {ex['caption']}")
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _views_lines(summary: dict) -> list[str]:
+    """The views section of a ``-real`` preset's card (:mod:`mmkit.data.embedded.real`)."""
+    k = summary["views"]
+    lines = ["", "## Views, nuisance factors and severity", "",
+             f"Every item has **{k} views** per modality; view 0 is the clean rendering and the fixed evaluation view "
+             "(TimGM6mb, the score in Leipzig at scale 40); the degraded-view test set takes each item's most severe "
+             "view (`mmkit.data.embedded.real.degraded_view_split`). Factors and severities are stored per view in the "
+             "bundle (`views_<m>_factors`, `views_<m>_severity`; `mmkit.data.embedded.views`).", "",
+             "- audio: the item's instrument (12 General-MIDI programs in 8 families), soundfont (TimGM6mb, "
+             "FluidR3Mono, MuseScore General Lite), tempo x0.8-1.25, dynamics (velocities x0.5-1), room reverb "
+             "(pedalboard), white noise at 0-30 dB SNR; severity = 0.75 noise + 0.25 reverb strength",
+             "- score image: font (Leipzig, Bravura, Gootville, Leland, Petaluma), scale 32-48, spacing; rotation, "
+             "perspective, ink bleed, blur, noise, JPEG (albumentations); severity = mean of the six strengths",
+             "- text: captions at four specificity levels (0: one item; 3: e.g. \"A slow folk piece.\"), the "
+             "evaluation caption's level fixed per item so that all levels occur; severity = level / 3", "",
+             "| modality | severity of views 1-" + str(k - 1) + ": min | 25 % | median | 75 % | max | share >= 0.6 |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for m, q in summary["severity"].items():
+        lines.append(f"| {m} | " + " | ".join(f"{v:.2f}" for v in q) + f" | {100 * summary['severe_share'][m]:.0f} % |")
+    lines += ["", "Generality (how many items of its split a caption truly describes), median and maximum per level:", "",
+              "| split | " + " | ".join(f"level {lv}" for lv in range(4)) + " |", "|---|" + "---:|" * 4]
+    for s, per in summary["generality"].items():
+        lines.append(f"| {s} | " + " | ".join("{} / {}".format(*per[f"level {lv}"]) if f"level {lv}" in per else "-"
+                                              for lv in range(4)) + " |")
+    return lines
 
 
 def _cell(text) -> str:

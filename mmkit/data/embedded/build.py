@@ -31,7 +31,8 @@ from mmkit.core.io import atomic_write_bytes, atomic_write_json, sha256_bytes, s
 from mmkit.data.bundle import save_bundle
 from mmkit.data.cache import bundle_is_current, default_cache_dir, link_or_copy, verify_entry
 
-__all__ = ["PRESET_SPECS", "PresetSpec", "PROGRESS_ENV", "select_works", "build_item", "build_dataset", "bundle_name"]
+__all__ = ["PRESET_SPECS", "PresetSpec", "PROGRESS_ENV", "Progress", "select_works", "build_item", "build_dataset",
+           "bundle_name", "render_in_pool", "split_of"]
 
 #: Bump when rendering or features change: every cached item is then rebuilt.
 RENDER_VERSION = "1"
@@ -166,7 +167,7 @@ def build_item(work_dict: dict, item_dir: str) -> dict:
     return {"status": "ok", "key": work.key}
 
 
-class _Progress:
+class Progress:
     """Writes ``{"what", "done", "total", "unit"}`` to the file named by ``$MMKIT_PROGRESS_FILE``
     (nothing when it is unset), at most every ``interval`` seconds unless forced. The file is
     replaced atomically (a reader never sees half of it) but not fsynced: it is a display, not state."""
@@ -198,15 +199,15 @@ def _worker_init() -> None:
     use_private_numba_cache(force=True)
 
 
-def _render_in_pool(todo: list, workers: int, tick) -> None:
-    """Render ``todo`` in ``workers`` processes. A worker that dies (a crash in native code) breaks
-    the pool: the build stops with a clear error instead of waiting forever, and a rerun resumes
-    from the verified cache."""
+def render_in_pool(todo: list, workers: int, tick, fn=None) -> None:
+    """Render ``todo`` (argument tuples of ``fn``, default :func:`build_item`) in ``workers`` processes.
+    A worker that dies (a crash in native code) breaks the pool: the build stops with a clear error
+    instead of waiting forever, and a rerun resumes from the verified cache."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
-        futures = [pool.submit(_build_star, args) for args in todo]
+        futures = [pool.submit(fn or _build_star, args) for args in todo]
         try:
             for future in as_completed(futures):
                 future.result()
@@ -218,7 +219,7 @@ def _render_in_pool(todo: list, workers: int, tick) -> None:
                                "cached — run the build again to resume") from None
 
 
-def _split_of(group: str, seed: int, fractions: tuple[float, float, float]) -> str:
+def split_of(group: str, seed: int, fractions: tuple[float, float, float]) -> str:
     u = int(hashlib.sha1(f"split{seed}:{group}".encode()).hexdigest()[:12], 16) / 16**12
     return "train" if u < fractions[0] else "val" if u < fractions[0] + fractions[1] else "test"
 
@@ -250,7 +251,7 @@ def build_dataset(preset: str = "tiny", cache: str | os.PathLike | None = None,
     t0 = time.perf_counter()
     cache = Path(cache) if cache is not None else default_cache_dir()
     spec = PRESET_SPECS[preset]
-    report = _Progress()
+    report = Progress()
     report(f"selecting {preset} works", force=True)
     works = select_works(preset, seed, collections)
     todo, rebuilt = [], 0
@@ -280,7 +281,7 @@ def build_dataset(preset: str = "tiny", cache: str | os.PathLike | None = None,
             report(f"rendering {preset}", done[0], len(todo), force=done[0] == len(todo))
 
         if workers > 1:
-            _render_in_pool(todo, workers, tick)
+            render_in_pool(todo, workers, tick)
         else:
             for args in todo:
                 _build_star(args)
@@ -328,7 +329,7 @@ def _assemble(preset, cache, metas, spec, seed, collections, progress) -> dict:
     about 30 s for `small`, which every notebook that loads the preset would otherwise pay)."""
     root = cache / "bundles" / bundle_name(preset, collections, seed)
     captions = [m["caption"] for _, _, m in metas]
-    assigned = [_split_of(meta["group"], seed, spec.split) for _, _, meta in metas]
+    assigned = [split_of(meta["group"], seed, spec.split) for _, _, meta in metas]
     counts = {s: assigned.count(s) for s in ("train", "val", "test")}
     empty = [s for s, n in counts.items() if n == 0]
     if empty:
