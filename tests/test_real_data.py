@@ -155,3 +155,24 @@ def test_a_small_real_build_has_views_truth_and_resumes(tmp_path, monkeypatch):
     (item / "image.png").write_bytes(b"corrupt")
     again = real.build_real_dataset("tiny-real", cache=tmp_path / "c", workers=1, progress=False)
     assert again["rendered"] == 1 and again["items"] == summary["items"]
+
+
+def test_training_draws_one_view_per_item_per_epoch(tmp_path):
+    """draw_views picks, per item and modality, one of its stored views (seeded); fit with
+    train_views='sample' trains on views, 'eval' on view 0 only, and the two differ."""
+    from mmkit.data import load_bundle, make_synthetic_bundle
+    from mmkit.data.datasets import draw_views
+    from mmkit.model.config import TrainConfig
+    from mmkit.training.loop import fit
+
+    data = load_bundle(make_synthetic_bundle(tmp_path / "b", n_items=(64, 32, 32), truth=True, views=3, seed=1))
+    train = data["train"]
+    drawn = draw_views(train, seed=7)
+    for m in ("audio", "image", "text"):
+        match = (drawn.features[m][:, None, :] == train.views.features[m]).all(-1)  # (N, K)
+        assert (match.sum(1) >= 1).all() and match[:, 1:].any()                      # a stored view, not always view 0
+    assert np.array_equal(draw_views(train, seed=7).features["audio"], drawn.features["audio"])
+    common = dict(method="baseline", epochs=2, batch_size=16, hidden=32, layers=1, dim=8, seed=0)
+    sample = fit(TrainConfig(**common), data, tmp_path / "sample", progress=False)
+    evalv = fit(TrainConfig(**common, train_views="eval"), data, tmp_path / "eval", progress=False)
+    assert sample["history"][-1]["loss"] != evalv["history"][-1]["loss"]

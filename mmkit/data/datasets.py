@@ -7,6 +7,8 @@ Items may lack a modality: the mask says so, the features of such rows are zeros
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -14,7 +16,7 @@ from torch.utils.data import Dataset
 from mmkit.data.bundle import FeatureSplit
 from mmkit.vocab import MODALITIES
 
-__all__ = ["TripletDataset", "collate_triplets", "batch_to_device"]
+__all__ = ["TripletDataset", "collate_triplets", "batch_to_device", "draw_views"]
 
 
 class TripletDataset(Dataset):
@@ -53,6 +55,25 @@ class TripletDataset(Dataset):
             if m in self._lengths:
                 out["lengths"][m] = self._lengths[m][idx]
         return out
+
+
+def draw_views(split: FeatureSplit, seed: int) -> FeatureSplit:
+    """``split`` with one view per item and modality drawn uniformly (the views of a ``-real`` preset) in
+    its main features: what training sees in one epoch. Modalities without views, or converted to raw
+    backbone inputs (``split.raw``), keep their features; a split without views is returned as is.
+
+    Draws come from ``numpy.random.default_rng(seed)``, one ``(N,)`` draw per modality in
+    :data:`~mmkit.vocab.MODALITIES` order, so an epoch's views are the same on resume.
+    """
+    if split.views is None:
+        return split
+    rng = np.random.default_rng(seed)
+    rows = np.arange(len(split))
+    features = dict(split.features)
+    for m in MODALITIES:
+        if m in split.views.features and m not in split.raw:
+            features[m] = split.views.features[m][rows, rng.integers(split.views.n_views(m), size=len(split))]
+    return dataclasses.replace(split, features=features)
 
 
 def batch_to_device(batch: dict, device: torch.device) -> dict:

@@ -39,8 +39,11 @@ class TrainConfig:
     only); ``kappa_lr_scale`` multiplies the learning rate of the heads' concentration layers
     (their own optimizer parameter group; at 1.0 a single group, as before). ``patience`` (default
     None: every one of ``epochs``) stops training once the validation score has not improved for
-    that many epochs; ``epochs`` is then the most trained. Settings added later default to the
-    earlier behaviour, so an old ``config.json`` without them loads and trains as it did.
+    that many epochs; ``epochs`` is then the most trained. ``train_views`` (data with views, the
+    ``-real`` presets): ``"sample"`` (default) trains each epoch on one view per item drawn at random
+    (:func:`mmkit.data.datasets.draw_views`), ``"eval"`` on the evaluation view only; data without views
+    train as before either way. Settings added later default to the earlier behaviour, so an old
+    ``config.json`` without them loads and trains as it did.
     """
 
     method: str = "proposed"
@@ -68,6 +71,7 @@ class TrainConfig:
     batch_size: int = 128
     epochs: int = 20
     patience: int | None = None
+    train_views: str = "sample"
     steps_per_epoch: int | None = None
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -130,6 +134,9 @@ class TrainConfig:
                 fail(name, "a bool")
         if self.as_published and self.family != "vmf":
             fail("as_published", "False for the Gaussian methods (it changes the vMF sampler and L_S)")
+        if self.train_views not in ("sample", "eval"):
+            fail("train_views", "'sample' (one view per item per epoch, for data with views) or 'eval' (the "
+                                "evaluation view only)")
         if self.device not in ("auto", "cpu", "cuda"):
             fail("device", "'auto', 'cpu' or 'cuda'")
         if self.method == "ls_only" and self.lambda_s != math.inf:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from mmkit.core import faults
 from mmkit.data.bundle import FeatureSplit
-from mmkit.data.datasets import TripletDataset, batch_to_device
+from mmkit.data.datasets import TripletDataset, batch_to_device, draw_views
 from mmkit.model.config import ConfigError, TrainConfig
 from mmkit.model.encoders import MultimodalEncoder, masked_mean_pool
 from mmkit.model.encodings import Encodings
@@ -214,6 +214,8 @@ def _fit(config: TrainConfig, data: Mapping[str, FeatureSplit], run: Run, ctx: D
         torch.manual_seed(epoch_seed)
         batches = _epoch_batches(n, config.batch_size, steps_per_epoch, config.steps_per_epoch is not None,
                                  torch.Generator().manual_seed(epoch_seed))
+        if config.train_views == "sample" and train_split.views is not None:  # this epoch's view of every item
+            dataset = TripletDataset(draw_views(train_split, epoch_seed))
         proj_gen = torch.Generator(device=device).manual_seed(epoch_seed + 1)
         model.train()
         sums: dict[str, float] = {}
