@@ -264,6 +264,46 @@ def _study(args) -> int:
     return 1 if failed else 0
 
 
+def _search_kappa(args) -> int:
+    from mmkit.pipeline.kappa_search import grid, run_search, summarise
+
+    if args.summarise:
+        print(summarise(args.out).read_text(), end="")
+        return 0
+    specs = grid(args.settings.split(",") if args.settings else None, args.methods.split(","),
+                 [int(s) for s in args.seeds.split(",")], epochs=args.epochs)
+    results = run_search(specs, args.data, out=args.out, runs_dir=args.runs_dir, jobs=args.jobs, cache=args.cache)
+    return 1 if any(str(r["status"]).startswith("failed") for r in results) else 0
+
+
+def _search_kappa_parser(sub) -> None:
+    from mmkit.pipeline.kappa_search import BASE, SETTINGS
+
+    k = _command(sub, "search-kappa", "the kappa search of docs/hyperparameters.md on a bundle's validation split: "
+                                      "train the declared grid (skipping stored runs) or --summarise it",
+                 "One JSON per finished run in --out, written as runs finish; a rerun resumes. --summarise applies "
+                 "the declared decision rule once the grid is complete (before: a partial table, nothing chosen). "
+                 "The test split is never read.",
+                 "  python -m mmkit search-kappa --data small-real --jobs 2\n"
+                 "  python -m mmkit search-kappa --summarise")
+    k.add_argument("--data", default="small-real", help="preset or bundle directory with views (default: small-real)")
+    k.add_argument("--out", default="reports/kappa_search", help="per-run JSON results and summary.md, committed "
+                                                               "(default: reports/kappa_search)")
+    k.add_argument("--runs-dir", dest="runs_dir", default="runs/kappa_search",
+                   help="training runs, git-ignored (default: runs/kappa_search)")
+    k.add_argument("--jobs", type=int, default=2, help="runs at a time, one torch thread each (default: 2)")
+    k.add_argument("--seeds", default="0,1", help="comma-separated seeds (default: 0,1, the protocol's)")
+    k.add_argument("--methods", default="baseline,proposed",
+                   help="comma-separated methods: baseline (lambda_S = 0), proposed (lambda_S = 1) "
+                        "(default: baseline,proposed)")
+    k.add_argument("--settings", default=None, help="comma-separated subset of the settings " + ", ".join(SETTINGS)
+                                                    + " (default: all)")
+    k.add_argument("--epochs", type=int, default=BASE["epochs"],
+                   help=f"most epochs per run, patience {BASE['patience']} (default: {BASE['epochs']}, the protocol's)")
+    k.add_argument("--cache", default=None, help="dataset cache for a preset (default: $MMKIT_CACHE or .cache/mmkit)")
+    k.add_argument("--summarise", action="store_true", help="write and print <out>/summary.md, train nothing")
+
+
 def _lab_parser(sub) -> None:
     lab = _command(sub, "lab", "start JupyterLab on the notebooks, as make lab does: kernel 'mmkit' registered, "
                                "widgets extension checked, URL printed",
@@ -464,6 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="analysis tables (default: reports/tables)")
     st.add_argument("--figures-dir", dest="figures_dir", default="reports/figures",
                     help="analysis figures (default: reports/figures)")
+    _search_kappa_parser(sub)
     _lab_parser(sub)
     return parser
 
@@ -479,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
                "study": _study}
     handler["import-features"] = _import_features
     handler["lab"] = _lab
+    handler["search-kappa"] = _search_kappa
     return handler[args.command](args)
 
 
