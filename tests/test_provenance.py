@@ -39,7 +39,8 @@ def test_source_hash_follows_every_python_file_outside_git(tmp_path):
     version = code_version(pkg)
     assert version == {"commit": None, "dirty": None, "recorded": "start",
                        "source_sha256": _expected_hash({"__init__.py": b"x = 1\n",
-                                                        "sub/mod.py": b"def f():\n    return 2\n"})}
+                                                        "sub/mod.py": b"def f():\n    return 2\n"}),
+                       "training_sha256": _expected_hash({})}  # no training code in this package
     (pkg / "notes.txt").write_text("edited")  # not a source file
     assert code_version(pkg)["source_sha256"] == version["source_sha256"]
     (pkg / "sub" / "mod.py").write_bytes(b"def f():\n    return 3\n")  # one byte of code
@@ -50,6 +51,36 @@ def test_source_hash_follows_every_python_file_outside_git(tmp_path):
     assert code_version(pkg)["source_sha256"] != version["source_sha256"]
     with pytest.raises(ValueError, match="not a directory"):
         code_version(tmp_path / "missing")
+
+
+def test_training_hash_covers_only_the_code_that_determines_a_trained_model(tmp_path):
+    """training_sha256 follows core/, data/, ..., pipeline/study.py and analysis/evaluate.py (the
+    documented list) by the same recipe, and ignores the analysis of stored runs, figures, the CLI."""
+    pkg = tmp_path / "pkg"
+    files = {"core/ssw.py": b"a = 1\n", "data/x.py": b"b\n", "model/m.py": b"c\n", "training/loop.py": b"d\n",
+             "retrieval/s.py": b"e\n", "vocab.py": b"f\n", "pipeline/study.py": b"g\n",
+             "analysis/evaluate.py": b"h\n"}
+    other = {"analysis/study.py": b"i\n", "viz/fig.py": b"j\n", "pipeline/reproduce.py": b"k\n",
+             "__main__.py": b"l\n", "core_notes.py": b"m\n"}
+    for rel, data in {**files, **other}.items():
+        (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / rel).write_bytes(data)
+    version = code_version(pkg)
+    assert version["training_sha256"] == _expected_hash(files)
+    assert version["source_sha256"] == _expected_hash({**files, **other})
+    for rel in other:  # analysis, figures, the CLI: the training hash stays
+        (pkg / rel).write_bytes(b"changed\n")
+    changed = code_version(pkg)
+    assert changed["training_sha256"] == version["training_sha256"]
+    assert changed["source_sha256"] != version["source_sha256"]
+    for rel in files:  # any one byte of training code changes it
+        (pkg / rel).write_bytes(files[rel] + b"#")
+        assert code_version(pkg)["training_sha256"] != version["training_sha256"], rel
+        (pkg / rel).write_bytes(files[rel])
+    assert set(run_module.TRAINING_CODE) == {"core/", "data/", "model/", "training/", "retrieval/", "vocab.py",
+                                             "pipeline/study.py", "analysis/evaluate.py"}
+    real = code_version()  # the installed package: a hash of its own training code
+    assert len(real["training_sha256"]) == 64 and real["training_sha256"] != real["source_sha256"]
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")

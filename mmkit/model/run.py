@@ -45,7 +45,7 @@ from mmkit.model.factory import build_model, model_inputs
 from mmkit.vocab import MODALITIES
 
 __all__ = ["CheckpointError", "Run", "LOG_FIELDS", "KAPPA_STATISTICS", "encode_split", "data_fingerprint",
-           "kappa_statistics", "code_version", "provenance"]
+           "kappa_statistics", "code_version", "provenance", "TRAINING_CODE"]
 
 #: The spread statistics of :func:`kappa_statistics` besides the mean, in ``log.csv`` as ``kappa_<modality>_<name>``.
 KAPPA_STATISTICS = ("sd", "cv", "q05", "q25", "q50", "q75", "q95")
@@ -93,8 +93,27 @@ def _git(root: Path, *args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+#: The code that determines a trained model and its stored evaluation (paths relative to the package
+#: directory; a folder ends with "/"): :func:`code_version`'s ``training_sha256`` hashes only these.
+TRAINING_CODE = ("core/", "data/", "model/", "training/", "retrieval/", "vocab.py", "pipeline/study.py",
+                 "analysis/evaluate.py")
+
+
+def _sources_sha256(root: Path, keep=lambda rel: True) -> str:
+    """SHA-256 over the ``*.py`` files under ``root`` whose relative POSIX path passes ``keep``, in the
+    order of those paths, each contributing its path (UTF-8), a NUL byte, its size (8 bytes,
+    big-endian) and its bytes."""
+    digest = hashlib.sha256()
+    for rel in sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py") if p.is_file()):
+        if keep(rel):
+            data = (root / rel).read_bytes()
+            digest.update(rel.encode("utf-8") + b"\0" + len(data).to_bytes(8, "big") + data)
+    return digest.hexdigest()
+
+
 def code_version(root: str | Path | None = None) -> dict:
-    """The version of the code in use: ``{"commit", "dirty", "source_sha256", "recorded": "start"}``.
+    """The version of the code in use: ``{"commit", "dirty", "source_sha256", "training_sha256",
+    "recorded": "start"}``.
 
     Parameters
     ----------
@@ -106,6 +125,12 @@ def code_version(root: str | Path | None = None) -> dict:
         ``source_sha256``: SHA-256 over every ``*.py`` file under ``root`` in the order of their
         relative POSIX paths, each contributing its path (UTF-8), a NUL byte, its size (8 bytes,
         big-endian) and its bytes; it identifies the code whether or not it is in git.
+        ``training_sha256``: the same over only the code that determines a trained model and its
+        stored evaluation (:data:`TRAINING_CODE`): ``core/``, ``data/``, ``model/``, ``training/``,
+        ``retrieval/``, ``vocab.py``, ``pipeline/study.py`` (the study's runner: perturbations,
+        settings, what a run stores) and ``analysis/evaluate.py``; a change to the analysis of
+        stored runs, figures, widgets, notebooks or the CLI leaves it unchanged (the study's
+        analysis compares runs by it, issue 24).
         ``commit`` (HEAD) and ``dirty`` (uncommitted changes, staged or not, to tracked files
         under ``root``) come from git when ``root`` is tracked in a work tree, else both are None.
         ``recorded`` says when it was taken: training stores it in the manifest at the start of
@@ -114,16 +139,14 @@ def code_version(root: str | Path | None = None) -> dict:
     root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
     if not root.is_dir():
         raise ValueError(f"code_version: {root} is not a directory")
-    digest = hashlib.sha256()
-    for rel in sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py") if p.is_file()):
-        data = (root / rel).read_bytes()
-        digest.update(rel.encode("utf-8") + b"\0" + len(data).to_bytes(8, "big") + data)
     commit = dirty = None
     if _git(root, "ls-files", "--error-unmatch", "--", ".") is not None:  # tracked files in a work tree
         commit = _git(root, "rev-parse", "HEAD") or None
         status = _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".")
         dirty = None if status is None else bool(status)
-    return {"commit": commit, "dirty": dirty, "source_sha256": digest.hexdigest(), "recorded": "start"}
+    training = _sources_sha256(root, lambda rel: rel.startswith(TRAINING_CODE))
+    return {"commit": commit, "dirty": dirty, "source_sha256": _sources_sha256(root), "training_sha256": training,
+            "recorded": "start"}
 
 
 def provenance() -> dict:
