@@ -180,3 +180,22 @@ def test_retrieval_confidence_accuracy_is_the_top1_hit(synthetic):
     specific = split.relevant.sum(1) == 1  # a caption true of its own item only: R = 1, the top-1 hit
     assert 0 < specific.sum() < 40
     assert text["accuracy"][specific] == pytest.approx(hit.double().numpy()[specific])
+
+
+def test_the_figure_renders(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mmkit.viz.style import export
+    from mmkit.viz.uncertainty import uncertainty_figure
+
+    severity, kappa = _copula(40, 3, 0.5, seed=8)
+    accuracy = (np.random.default_rng(8).random(40) < 0.5).astype(float)
+    curves = {"κ": U.risk_coverage(kappa[:, 0], accuracy), "top-1 margin": U.risk_coverage(severity[:, 0], accuracy)}
+    fig = uncertainty_figure({"audio": kappa, "image": kappa}, {"audio": severity, "image": severity}, curves)
+    assert len(fig.axes) == 3 and fig.axes[0].get_title().startswith("audio: ρ = -0.")
+    assert "AURC" in fig.axes[2].get_legend().get_texts()[0].get_text()
+    paths = export(fig, tmp_path / "u", formats=("png",))
+    assert paths[0].stat().st_size > 1000
+    with pytest.raises(ValueError, match="nothing to draw"):
+        uncertainty_figure({}, {})
