@@ -11,7 +11,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from mmkit.pipeline.reproduce import LiveStatus, Step, plan, read_progress, run_plan, step_key
+from mmkit.model.run import CheckpointError, Run
+from mmkit.pipeline.reproduce import (LiveStatus, Step, output_dirs, plan, read_progress, reproduced_runs, results_dir,
+                                     run_dir, run_plan, step_key)
 
 
 def test_plan_shape():
@@ -41,15 +43,34 @@ def test_paper_plan_and_backbone_encoder():
         plan("quick", encoder="resnet")
 
 
-def test_smoke_pipeline_runs_then_skips(tiny, tmp_path):
-    data = str(Path(tiny["data"]["train"].root))
-    runs_dir, tables = tmp_path / "runs", tmp_path / "tables"
-    figures = tmp_path / "figures"
-    steps = plan("smoke", data=data, runs_dir=str(runs_dir), tables_dir=str(tables), figures_dir=str(figures))
-    log = []
-    status = run_plan(steps, runs_dir=runs_dir, jobs=2, log=log.append)
-    assert set(status.values()) == {"ran"}
-    assert re.fullmatch(r"\[\d+/\d+\] runtime: ran in \d+(s|m\d\ds) \(alone\)", log[-1]), log[-1]
+def test_reproduce_on_other_data_leaves_the_committed_results_and_00_uses_its_runs(tiny, tmp_path, monkeypatch):
+    """The sequence of issue 25: a bundle `my-bundle` in the checkout (docs/your_data.md), then
+    `reproduce --preset smoke --data my-bundle` from the checkout, then 00_start_here from the lab's
+    working copy (another folder) with `data = "my-bundle"`. The committed tables and figures are left
+    as they were; the results go to reports/my-bundle/smoke/ (git-ignored); the notebook reuses exactly
+    those runs, finds their data from its own folder, and runs under GEOMSTATS_BACKEND=pytorch."""
+    import shutil
+
+    from mmkit.__main__ import main
+    from mmkit.app.notebook import WORKDIR_ENV, notebook_path, run_notebook
+
+    checkout = tmp_path / "checkout"
+    shutil.copytree(Path(tiny["data"]["train"].root), checkout / "my-bundle")
+    committed = {checkout / "reports" / "tables" / "recall_image.md": "committed table\n",
+                 checkout / "reports" / "figures" / "runtime.pdf": "committed figure\n"}
+    for path, text in committed.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    monkeypatch.chdir(checkout)
+    assert main(["reproduce", "--preset", "smoke", "--data", "my-bundle", "--cache", str(tiny["cache"]),
+                 "--readme", "README.md"]) == 2                         # the README takes the committed tables only
+    assert main(["reproduce", "--preset", "smoke", "--data", "my-bundle", "--cache", str(tiny["cache"])]) == 0
+    assert all(path.read_text() == text for path, text in committed.items())
+    assert sorted(p.name for d in ("tables", "figures") for p in (checkout / "reports" / d).iterdir()) == [
+        "recall_image.md", "runtime.pdf"]                                 # nothing else written there
+    results = checkout / "reports" / "my-bundle" / "smoke"
+    assert (checkout / "reports" / "my-bundle" / ".gitignore").read_text().splitlines()[-1] == "*"
+    tables, figures = results / "tables", results / "figures"
     for name in ("recall_image", "recall_text", "recall_audio", "lambda_sweep", "lambda_limits", "runtime"):
         assert (tables / f"{name}.md").is_file() and (tables / f"{name}.tex").is_file()
     assert "Proposed / Baseline" in (tables / "runtime.md").read_text()
@@ -59,12 +80,81 @@ def test_smoke_pipeline_runs_then_skips(tiny, tmp_path):
     with open(tables / "lambda_sweep.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert {r["lambda_s"] for r in rows} == {"1e-12", "0.01", "0.1", "1", "10", "100"}
-    assert list(rows[0]) == ["dataset", "method", "task", "metric", "lambda_s", "distance", "mean", "std", "n_seeds"]
-    again = run_plan(steps, runs_dir=runs_dir, jobs=2, log=lambda *_: None)
+    assert {r["dataset"] for r in rows} == {"my-bundle"}
+    assert list(rows[0])[:5] == ["dataset", "method", "task", "metric", "lambda_s"]
+    dirs = output_dirs("smoke", "my-bundle")                          # as the command line named them
+    assert Path(dirs["tables_dir"]).resolve() == tables
+    steps = plan("smoke", data="my-bundle", cache=str(tiny["cache"]), **dirs)
+    again = run_plan(steps, runs_dir=dirs["runs_dir"], jobs=2, log=lambda *_: None)
     assert set(again.values()) == {"skipped"}
     tweaked = steps[1].__class__(**{**steps[1].__dict__, "parameters": {**steps[1].parameters, "epochs": 3}})
     assert step_key(tweaked, ["x"]) != step_key(steps[1], ["x"])  # a changed parameter re-runs the step
     assert step_key(steps[1], ["y"]) != step_key(steps[1], ["x"])  # so does a changed dependency
+    # 00_start_here again, from the lab's working copy, the data named as the user names them
+    lab = checkout / "my-notebooks"
+    lab.mkdir()
+    out = run_notebook(notebook_path("00_start_here.ipynb"), lab / "00.ipynb",
+                       {"data": "my-bundle", "cache": str(tiny["cache"]), "distance": "kl", "k": 3}, cwd=lab,
+                       progress=False, env={WORKDIR_ENV: str(checkout), "GEOMSTATS_BACKEND": "pytorch"})
+    executed = nbformat.read(out, as_version=4)
+    errors = [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, errors[:1]
+    said = "".join(o.get("text", "") for c in executed.cells[:6] for o in c.get("outputs", []))
+    assert "models: the runs of make reproduce" in said and str(results / "runs" / "train" / "proposed-l1-s0") in said
+    assert not (lab / "runs").exists() and not (checkout / "runs").exists()               # nothing trained
+
+
+def test_results_of_other_presets_data_and_encoders_go_to_their_own_folder(tmp_path):
+    reports = tmp_path / "reports"
+    assert results_dir(reports=reports) == results_dir("quick", "small", "heads", reports) == reports
+    assert results_dir("quick", encoder="backbones", reports=reports) == reports / "small" / "quick-backbones"
+    assert results_dir("paper", reports=reports) == reports / "full" / "paper"
+    assert results_dir("smoke", reports=reports) == reports / "tiny" / "smoke"
+    (tmp_path / "tables").mkdir()                                  # a bundle named like committed material
+    assert results_dir("quick", tmp_path / "tables", reports=reports) == reports / "data-tables" / "quick"
+    dirs = output_dirs("smoke", tmp_path / "tables", reports=reports, tables_dir="explicit")
+    assert dirs == {"runs_dir": str(reports / "data-tables" / "smoke" / "runs"), "tables_dir": "explicit",
+                    "figures_dir": str(reports / "data-tables" / "smoke" / "figures")}
+    assert (reports / "data-tables" / ".gitignore").read_text().splitlines()[-1] == "*"
+    assert output_dirs(reports=reports)["tables_dir"] == str(reports / "tables")
+    assert not (reports / ".gitignore").exists()
+    with pytest.raises(ValueError, match="preset must be one of"):
+        results_dir("fast")
+
+
+def _fake_run(path: Path, data: str) -> Path:
+    path.mkdir(parents=True)
+    (path / "manifest.json").write_text(json.dumps({"data": data}))
+    (path / "best.pt").write_bytes(b"weights")
+    return path
+
+
+def test_reproduced_runs_are_only_those_trained_on_the_data_shown(tmp_path, monkeypatch):
+    """The issue's crash: smoke runs on a bundle in reports/runs were taken for `make reproduce`'s and
+    their relative data path did not resolve from the notebook's folder."""
+    reports, bundle = tmp_path / "checkout" / "reports", tmp_path / "checkout" / "my-bundle"
+    bundle.mkdir(parents=True)
+    elsewhere = tmp_path / "my-notebooks"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    for method, lam in (("proposed", 1.0), ("baseline", 0.0)):   # runs on the bundle where quick's runs belong
+        _fake_run(run_dir(reports / "runs", method, lam, 0), str(bundle))
+    assert reproduced_runs("", reports) is None and reproduced_runs("small", reports) is None
+    assert reproduced_runs(bundle, reports) is None               # not where reproduce puts runs on the bundle
+    smoke = results_dir("smoke", bundle, reports=reports) / "runs"
+    pair = {name: _fake_run(run_dir(smoke, method, lam, 0), "../../../../../../my-bundle")   # relative to the run
+            for name, method, lam in (("Proposed", "proposed", 1.0), ("Baseline", "baseline", 0.0))}
+    assert Run(pair["Proposed"]).data_spec == str(bundle.resolve())
+    assert reproduced_runs(bundle, reports) == {name: str(path) for name, path in pair.items()}
+    assert reproduced_runs("tiny", reports) is None
+    (pair["Baseline"] / "manifest.json").write_text(json.dumps({"data": "small"}))   # a pair trained on two data
+    assert reproduced_runs(bundle, reports) is None
+    for method, lam in (("proposed", 1.0), ("baseline", 0.0)):   # quick on its own data: found for data ""
+        _fake_run(run_dir(tmp_path / "r2" / "runs", method, lam, 0), "small")
+    assert reproduced_runs("", tmp_path / "r2") == reproduced_runs("small", tmp_path / "r2") is not None
+    (pair["Baseline"] / "manifest.json").write_text(json.dumps({"data": "gone-bundle"}))
+    with pytest.raises(CheckpointError, match="neither a preset"):
+        Run(pair["Baseline"]).data_spec
 
 
 class _Clock:
@@ -109,8 +199,8 @@ def test_the_plan_shows_a_running_steps_progress(tmp_path, monkeypatch):
     prints while it runs names the step, its elapsed time and the count."""
     import mmkit.pipeline.reproduce as reproduce
 
-    nb = _notebook(tmp_path / "count.ipynb", "import time\nfrom mmkit.data.embedded.build import _Progress\n"
-                   "report = _Progress(interval=0)\nfor i in range(4):\n"
+    nb = _notebook(tmp_path / "count.ipynb", "import time\nfrom mmkit.data.embedded.build import Progress\n"
+                   "report = Progress(interval=0)\nfor i in range(4):\n"
                    "    report('rendering tiny', i, 4)\n    time.sleep(1.5)")
     monkeypatch.setattr(reproduce, "notebook_path", lambda name: nb)
     out = io.StringIO()
@@ -130,7 +220,7 @@ def test_the_dataset_build_reports_rendered_items(tmp_path, monkeypatch):
     works = [Work(**{**build.select_works("tiny")[0].to_dict(), "key": f"fake/{i}"}) for i in range(3)]
     monkeypatch.setattr(build, "select_works", lambda *a, **k: works)
     rendered = []
-    monkeypatch.setattr(build, "_build_star", lambda args: rendered.append(args))   # renders nothing
+    monkeypatch.setattr(build, "build_item", lambda *args: rendered.append(args))   # renders nothing
     progress = tmp_path / "progress.json"
     monkeypatch.setenv(build.PROGRESS_ENV, str(progress))
     with pytest.raises(RuntimeError, match="no usable item"):
@@ -176,6 +266,26 @@ def test_kernels_start_without_the_transport_warning_and_errors_still_show(tmp_p
     monkeypatch.setenv("MMKIT_PROBE", "plain")
     pm.execute_notebook(str(nb), str(tmp_path / "plain.ipynb"), kernel_name="python3", progress_bar=False)
     assert "Kernel is running over TCP without encryption" in capfd.readouterr().err
+
+
+def test_a_finished_notebooks_kernel_is_not_interrupted_at_shutdown(tmp_path):
+    """jupyter_client sends SIGINT to a kernel before asking it to shut down; a kernel inside a message
+    handler then logs "KeyboardInterrupt caught in kernel." at the end of a clean run. The last cell
+    leaves a SIGINT handler in place (the kernel's restore hook disabled) that writes a marker: our kernel
+    manager shuts down without the interrupt, papermill's own manager sends it (so the check can fail)."""
+    import papermill as pm
+
+    from mmkit.app.notebook import run_notebook
+
+    marker = tmp_path / "sigint"
+    nb = _notebook(tmp_path / "sigint.ipynb",
+                   "import signal\nkernel = get_ipython().kernel\n"
+                   "kernel.pre_handler_hook = kernel.post_handler_hook = lambda: None\n"
+                   f"signal.signal(signal.SIGINT, lambda *_: open({str(marker)!r}, 'w').write('interrupted'))")
+    run_notebook(nb, tmp_path / "out.ipynb", progress=False)
+    assert not marker.exists()
+    pm.execute_notebook(str(nb), str(tmp_path / "plain.ipynb"), kernel_name="python3", progress_bar=False)
+    assert marker.read_text() == "interrupted"
 
 
 def test_live_status_on_a_terminal_redraws_one_line(tmp_path):
