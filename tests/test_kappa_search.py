@@ -34,6 +34,7 @@ def test_runner_writes_resumes_and_summarises(tmp_path, capsys):
     assert set(record["code_version"]) >= {"commit", "source_sha256"}
     assert set(record["cv"]) == {"audio", "image", "text"} and set(record["rho_severity"]) == {"audio", "image"}
     assert -1 <= record["rho_generality"]["rho"] <= 1 and 0 <= record["auroc_severe"]["audio"] <= 1
+    assert len(record["selective"]) == 6 and "combined_minus_margin" in record["selective"]["text->image"]
     assert record["val_score"] == pytest.approx(json.loads((runs / "log-s1-lr10-k30-proposed-s0" / "metrics.json")
                                                            .read_text())["val_score"])
     stamp = (out / "reference-baseline-s0.json").stat().st_mtime_ns

@@ -28,8 +28,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from mmkit.analysis.uncertainty import (kappa_generality, kappa_severity, severe_auroc, view_concentrations,
-                                        view_generality)
+from mmkit.analysis.uncertainty import (compare_confidences, kappa_generality, kappa_severity, retrieval_confidence,
+                                        severe_auroc, view_concentrations, view_generality)
 from mmkit.core.io import atomic_write_json, atomic_write_text
 from mmkit.data.bundle import FeatureSplit, load_bundle
 from mmkit.data.resolve import resolve_data
@@ -130,7 +130,9 @@ def measure_run(run: Run, val: FeatureSplit) -> dict:
         ``val_score`` (mean MRR over the tasks, μ-cosine, of the best epoch), ``cv`` and ``kappa_mean``
         per modality (κ over items, evaluation views), ``rho_severity`` per viewed modality with severity
         and ``rho_generality`` (text, with many-to-many truth), each ``{rho, ci_low, ci_high, ...}``,
-        ``auroc_severe`` per modality (1/κ flagging views of severity >= 0.6).
+        ``auroc_severe`` per modality (1/κ flagging views of severity >= 0.6); beyond the protocol (it
+        decides nothing), ``selective``: per single-modality task, the query κ against the top-1 cosine margin
+        as confidences for selective retrieval (:func:`~mmkit.analysis.uncertainty.compare_confidences`).
     """
     enc = run.encode(val)
     cv, mean = {}, {}
@@ -138,7 +140,13 @@ def measure_run(run: Run, val: FeatureSplit) -> dict:
         stats = kappa_statistics(enc[m].concentration[torch.from_numpy(val.present[m].copy())])
         cv[m], mean[m] = stats["cv"], stats["mean"]
     out = {"val_score": run.metrics["val_score"], "cv": cv, "kappa_mean": mean, "rho_severity": {},
-           "auroc_severe": {}, "rho_generality": None}
+           "auroc_severe": {}, "rho_generality": None, "selective": {}}
+    for query in val.modalities:
+        for target in val.modalities:
+            if query != target:
+                conf = retrieval_confidence(enc, query, target, val.present, val.relevant)
+                out["selective"][f"{query}->{target}"] = compare_confidences(
+                    conf["kappa"], conf["margin"], conf["accuracy"], n_resamples=_BOOTSTRAP // 2)
     if val.views is not None:
         kappa = view_concentrations(run, val)
         for m in SEVERITY_MODALITIES:
