@@ -32,7 +32,8 @@ from mmkit.data.bundle import save_bundle
 from mmkit.data.cache import bundle_is_current, default_cache_dir, link_or_copy, verify_entry
 
 __all__ = ["PRESET_SPECS", "PresetSpec", "PROGRESS_ENV", "Progress", "select_works", "build_item", "build_dataset",
-           "bundle_name", "render_in_pool", "split_of"]
+           "bundle_name", "render_items", "render_in_pool", "split_of", "open_excerpt", "record_failure",
+           "write_item"]
 
 #: Bump when rendering or features change: every cached item is then rebuilt.
 RENDER_VERSION = "1"
@@ -112,40 +113,67 @@ def _item_dir(cache: Path, key: str) -> Path:
 
 def build_item(work_dict: dict, item_dir: str) -> dict:
     """Render one work into ``item_dir`` (runs in a worker). Returns ``{"status", "key", ...}``."""
-    import soundfile
-    from PIL import Image
-
     from mmkit.data import features, render
     from mmkit.data.embedded import captions, corpus
 
     work = corpus.Work(**work_dict)
     out = Path(item_dir)
-    stage = "parse"
+    stage = ["parse"]
     try:
-        score = corpus.parse_work(work)
-        stage = "excerpt"
-        excerpt = corpus.cut_excerpt(score)
-        group = corpus.melody_key(score) or work.key
-        stage = "midi"
+        score, excerpt, group = open_excerpt(work, stage)
+        stage[0] = "midi"
         midi, bpm = render.midi_bytes(excerpt)
-        stage = "audio"
+        stage[0] = "audio"
         audio = render.synthesize(midi)
         if float(np.sqrt(np.mean(audio**2))) < 1e-3:
             raise RuntimeError("silent audio")
-        stage = "engrave"
+        stage[0] = "engrave"
         image = render.rasterize(render.engrave_svg(excerpt))
         ink = float((image < 128).mean())
         if ink < 0.002:
             raise RuntimeError("blank image")
-        stage = "caption"
+        stage[0] = "caption"
         desc = captions.describe(excerpt)
         caption = captions.make_caption(work, desc)
     except ImportError:
         raise  # a missing package (tinysoundfont) is no property of the work: fail the build, cache nothing
     except Exception as exc:  # noqa: BLE001 - every failure is counted by stage and reason, never fatal
-        reason = f"{stage}: {type(exc).__name__}"
-        atomic_write_json(out / "failed.json", {"key": work.key, "reason": reason, "detail": str(exc)[:500]})
-        return {"status": "failed", "key": work.key, "reason": reason}
+        return record_failure(out, work.key, stage[0], exc)
+    meta = {"work": work.to_dict(), "caption": caption, "descriptors": desc, "group": group, "bpm": bpm,
+            "ink": ink, "n_measures": len(excerpt.parts[0].getElementsByClass("Measure")),
+            "quarter_length": float(excerpt.highestTime)}
+    write_item(out, audio, image, meta)
+    features.item_features(out, render.SAMPLE_RATE)  # computed here, in parallel, while the media are fresh
+    return {"status": "ok", "key": work.key}
+
+
+def open_excerpt(work, stage: list[str]) -> tuple:
+    """``(score, excerpt, group)`` of a corpus work: parsed, cut to its excerpt, its near-duplicate group
+    (the melody key, else the work key). ``stage[0]`` names the step under way, for the failure record."""
+    from mmkit.data.embedded import corpus
+
+    stage[0] = "parse"
+    score = corpus.parse_work(work)
+    stage[0] = "excerpt"
+    return score, corpus.cut_excerpt(score), corpus.melody_key(score) or work.key
+
+
+def record_failure(out: Path, key: str, stage: str, exc: Exception) -> dict:
+    """Cache why a work failed (``failed.json``: stage and exception type; a rerun skips it) and say so."""
+    reason = f"{stage}: {type(exc).__name__}"
+    atomic_write_json(out / "failed.json", {"key": key, "reason": reason, "detail": str(exc)[:500]})
+    return {"status": "failed", "key": key, "reason": reason}
+
+
+def write_item(out: Path, audio: np.ndarray, image: np.ndarray, meta: dict, extra: dict[str, bytes] | None = None) -> None:
+    """Write a rendered item into its cache folder: ``audio.wav`` (16-bit PCM), ``image.png``, the
+    ``extra`` files, ``meta.json``, each atomically, then ``ok.json`` with their SHA-256 (last: an
+    item without it is not there)."""
+    import soundfile
+    from PIL import Image
+
+    from mmkit.data.render import SAMPLE_RATE
+
     files = {}
 
     def put(name: str, data: bytes) -> None:
@@ -153,18 +181,15 @@ def build_item(work_dict: dict, item_dir: str) -> dict:
         files[name] = sha256_bytes(data)
 
     wav = io.BytesIO()
-    soundfile.write(wav, (audio * 32767).astype(np.int16), render.SAMPLE_RATE, format="WAV", subtype="PCM_16")
+    soundfile.write(wav, (audio * 32767).astype(np.int16), SAMPLE_RATE, format="WAV", subtype="PCM_16")
     put("audio.wav", wav.getvalue())
     png = io.BytesIO()
     Image.fromarray(image).save(png, format="PNG", optimize=True)
     put("image.png", png.getvalue())
-    meta = {"work": work.to_dict(), "caption": caption, "descriptors": desc, "group": group, "bpm": bpm,
-            "ink": ink, "n_measures": len(excerpt.parts[0].getElementsByClass("Measure")),
-            "quarter_length": float(excerpt.highestTime)}
+    for name, data in (extra or {}).items():
+        put(name, data)
     put("meta.json", json.dumps(meta, indent=1, default=str).encode())
     atomic_write_json(out / "ok.json", {"files": files})
-    features.item_features(out, render.SAMPLE_RATE)  # computed here, in parallel, while the media are fresh
-    return {"status": "ok", "key": work.key}
 
 
 class Progress:
@@ -189,8 +214,9 @@ class Progress:
             pass
 
 
-def _build_star(args):
-    return build_item(*args)
+def _call(job):
+    fn, args = job
+    return fn(*args)
 
 
 def _worker_init() -> None:
@@ -199,15 +225,15 @@ def _worker_init() -> None:
     use_private_numba_cache(force=True)
 
 
-def render_in_pool(todo: list, workers: int, tick, fn=None) -> None:
-    """Render ``todo`` (argument tuples of ``fn``, default :func:`build_item`) in ``workers`` processes.
+def render_in_pool(todo: list, workers: int, tick) -> None:
+    """Run ``todo``, ``(function, args)`` jobs, in ``workers`` processes.
     A worker that dies (a crash in native code) breaks the pool: the build stops with a clear error
     instead of waiting forever, and a rerun resumes from the verified cache."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
-        futures = [pool.submit(fn or _build_star, args) for args in todo]
+        futures = [pool.submit(_call, job) for job in todo]
         try:
             for future in as_completed(futures):
                 future.result()
@@ -244,8 +270,6 @@ def build_dataset(preset: str = "tiny", cache: str | os.PathLike | None = None,
     workers : processes (default: all cores)
     card : path of the Markdown dataset card to write (None: do not write)
     """
-    from tqdm.auto import tqdm
-
     if preset not in PRESET_SPECS:
         raise ValueError(f"preset must be one of {tuple(PRESET_SPECS)}, got {preset!r}")
     t0 = time.perf_counter()
@@ -254,25 +278,54 @@ def build_dataset(preset: str = "tiny", cache: str | os.PathLike | None = None,
     report = Progress()
     report(f"selecting {preset} works", force=True)
     works = select_works(preset, seed, collections)
+    workers = workers or os.cpu_count() or 1
+    metas, skipped, rendered, rebuilt = render_items(preset, [(w, _item_dir(cache, w.key), (w.to_dict(),)) for w in works],
+                                                     build_item, workers, progress, report)
+    if spec.n_items is not None:
+        metas = metas[: spec.n_items]
+    if not metas:
+        raise RuntimeError(f"no usable item for preset {preset!r} (skipped: {dict(skipped)})")
+    report(f"assembling the {preset} bundle", len(metas), len(metas), force=True)
+    summary = _assemble(preset, cache, metas, spec, seed, collections, progress)
+    summary.update(skipped=sum(skipped.values()), skipped_by_reason=dict(skipped), rebuilt_corrupt=rebuilt,
+                   rendered=rendered, seconds=round(time.perf_counter() - t0, 1), workers=workers)
+    if card is not None:
+        from mmkit.data.bundle.card import write_dataset_card
+
+        write_dataset_card(card, summary)
+    return summary
+
+
+def render_items(preset: str, items: list, fn, workers: int, progress: bool, report: Progress,
+                 before=None) -> tuple[list, Counter, int, int]:
+    """Render what the cache lacks and collect every item: the loop both builders share.
+
+    ``items`` holds ``(work, item_dir, args)``; ``fn(*args, str(item_dir))`` renders one item in a worker
+    (:func:`build_item`, :func:`mmkit.data.embedded.real.build_real_item`). Verified items are reused, an
+    item whose files no longer match ``ok.json`` is rendered again, a work that failed before is skipped.
+    ``before()`` runs once before the first render (checks that should stop a build early).
+    Returns ``(metas [(work, item_dir, meta)], skipped reasons, rendered, rebuilt)``.
+    """
+    from tqdm.auto import tqdm
+
     todo, rebuilt = [], 0
-    for i, w in enumerate(works):
-        report(f"checking the {preset} cache", i, len(works))
-        d = _item_dir(cache, w.key)
+    for i, (w, d, args) in enumerate(items):
+        report(f"checking the {preset} cache", i, len(items))
         if (d / "failed.json").is_file():
             continue
         if not verify_entry(d):
             if (d / "ok.json").exists():
                 rebuilt += 1
                 (d / "ok.json").unlink()
-            todo.append((w.to_dict(), str(d)))
-    workers = workers or os.cpu_count() or 1
+            todo.append((fn, (*args[:1], str(d), *args[1:])))
     if todo:
         from mmkit.data.render import require_tinysoundfont
 
         require_tinysoundfont()  # before any worker starts: a clear error naming the pip command
+        if before is not None:
+            before()
         bar = tqdm(total=len(todo), desc=f"rendering {preset}", unit="item", disable=not progress)
         report(f"rendering {preset}", 0, len(todo), force=True)
-
         done = [0]
 
         def tick() -> None:
@@ -283,32 +336,19 @@ def build_dataset(preset: str = "tiny", cache: str | os.PathLike | None = None,
         if workers > 1:
             render_in_pool(todo, workers, tick)
         else:
-            for args in todo:
-                _build_star(args)
+            for job in todo:
+                _call(job)
                 tick()
         bar.close()
     metas, skipped = [], Counter()
-    for w in works:
-        d = _item_dir(cache, w.key)
+    for w, d, _ in items:
         if verify_entry(d):
             metas.append((w, d, json.loads((d / "meta.json").read_text())))
         elif (d / "failed.json").is_file():
             skipped[json.loads((d / "failed.json").read_text())["reason"]] += 1
         else:
             skipped["missing after build"] += 1
-    if spec.n_items is not None:
-        metas = metas[: spec.n_items]
-    if not metas:
-        raise RuntimeError(f"no usable item for preset {preset!r} (skipped: {dict(skipped)})")
-    report(f"assembling the {preset} bundle", len(metas), len(metas), force=True)
-    summary = _assemble(preset, cache, metas, spec, seed, collections, progress)
-    summary.update(skipped=sum(skipped.values()), skipped_by_reason=dict(skipped), rebuilt_corrupt=rebuilt,
-                   rendered=len(todo), seconds=round(time.perf_counter() - t0, 1), workers=workers)
-    if card is not None:
-        from mmkit.data.bundle.card import write_dataset_card
-
-        write_dataset_card(card, summary)
-    return summary
+    return metas, skipped, len(todo), rebuilt
 
 
 def _bundle_key(metas, spec, seed) -> str:

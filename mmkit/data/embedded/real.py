@@ -30,10 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mmkit.core.io import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
+from mmkit.core.io import sha256_bytes, sha256_file
 from mmkit.data.bundle import FeatureSplit, save_bundle, truth_to_csr
-from mmkit.data.cache import bundle_is_current, default_cache_dir, link_or_copy, verify_entry
-from mmkit.data.embedded.build import PRESET_SPECS, Progress, render_in_pool, select_works, split_of
+from mmkit.data.cache import bundle_is_current, default_cache_dir, link_or_copy
+from mmkit.data.embedded.build import (PRESET_SPECS, Progress, open_excerpt, record_failure, render_items, select_works,
+                                      split_of, write_item)
 
 __all__ = ["REAL_PRESETS", "REAL_VERSION", "build_real_item", "build_real_dataset", "degraded_view_split"]
 
@@ -51,32 +52,26 @@ def _real_dir(cache: Path, key: str, n_views: int, seed: int) -> Path:
 
 def build_real_item(work_dict: dict, item_dir: str, n_views: int, seed: int) -> dict:
     """Render one work's views into ``item_dir`` (runs in a worker). Returns ``{"status", "key", ...}``."""
-    import soundfile
-    from PIL import Image
-
     from mmkit.data import features, render
     from mmkit.data.embedded import captions, corpus, views
 
     work = corpus.Work(**work_dict)
     out = Path(item_dir)
-    stage = "parse"
+    stage = ["parse"]
     try:
-        score = corpus.parse_work(work)
-        stage = "excerpt"
-        excerpt = corpus.cut_excerpt(score)
-        group = corpus.melody_key(score) or work.key
-        stage = "caption"
+        score, excerpt, group = open_excerpt(work, stage)
+        stage[0] = "caption"
         desc = captions.describe(excerpt)
         program, instrument, family = views.instrument_of(work.key)
-        stage = "midi"
+        stage[0] = "midi"
         midi, bpm = render.midi_bytes(excerpt)
         xml = render.musicxml(excerpt)
         audio_f, image_f, audio_v, image_v, clean = [], [], [], [], {}
         for k in range(n_views):
-            stage = "audio"
+            stage[0] = "audio"
             fa = views.audio_factors(views.view_rng(work.key, "audio", k, seed), k)
             wave = views.render_audio_view(midi, program, fa, views.view_rng(work.key, "audio-noise", k, seed))
-            stage = "engrave"
+            stage[0] = "engrave"
             fi = views.image_factors(views.view_rng(work.key, "image", k, seed), k)
             image = views.render_image_view(xml, fi, seed=int(hashlib.sha1(f"{seed}:{work.key}:{k}".encode())
                                                                .hexdigest()[:7], 16))
@@ -93,28 +88,12 @@ def build_real_item(work_dict: dict, item_dir: str, n_views: int, seed: int) -> 
     except FileNotFoundError:
         raise  # a missing soundfont or rsvg-convert: the message names the Debian package
     except Exception as exc:  # noqa: BLE001 - every failure is counted by stage and reason, never fatal
-        reason = f"{stage}: {type(exc).__name__}"
-        atomic_write_json(out / "failed.json", {"key": work.key, "reason": reason, "detail": str(exc)[:500]})
-        return {"status": "failed", "key": work.key, "reason": reason}
-    files = {}
-
-    def put(name: str, data: bytes) -> None:
-        atomic_write_bytes(out / name, data)
-        files[name] = sha256_bytes(data)
-
-    wav = io.BytesIO()
-    soundfile.write(wav, (clean["audio"] * 32767).astype(np.int16), render.SAMPLE_RATE, format="WAV", subtype="PCM_16")
-    put("audio.wav", wav.getvalue())
-    png = io.BytesIO()
-    Image.fromarray(clean["image"]).save(png, format="PNG", optimize=True)
-    put("image.png", png.getvalue())
+        return record_failure(out, work.key, stage[0], exc)
     npz = io.BytesIO()
     np.savez(npz, audio=np.stack(audio_v).astype(np.float32), image=np.stack(image_v).astype(np.float32))
-    put(f"views-f{features.FEATURE_VERSION}.npz", npz.getvalue())
     meta = {"work": work.to_dict(), "group": group, "bpm": bpm, "program": program, "instrument": instrument,
             "family": family, "descriptors": desc, "factors": {"audio": audio_f, "image": image_f}}
-    put("meta.json", json.dumps(meta, indent=1, default=str).encode())
-    atomic_write_json(out / "ok.json", {"files": files})
+    write_item(out, clean["audio"], clean["image"], meta, {f"views-f{features.FEATURE_VERSION}.npz": npz.getvalue()})
     return {"status": "ok", "key": work.key}
 
 
@@ -132,16 +111,10 @@ def _captions(meta: dict, n_views: int) -> dict:
             "asserted": [a for _, a in caps]}
 
 
-def _build_star(args):
-    return build_real_item(*args)
-
-
 def build_real_dataset(preset: str, cache: str | os.PathLike | None = None, workers: int | None = None, seed: int = 0,
                        progress: bool = True, card: str | os.PathLike | None = None) -> dict:
     """Build (or reuse) a ``-real`` preset; returns a summary with the bundle path (as
     :func:`mmkit.data.embedded.build.build_dataset`, plus the views' severities and the captions' generality)."""
-    from tqdm.auto import tqdm
-
     from mmkit.data.embedded import views
 
     if preset not in REAL_PRESETS:
@@ -152,51 +125,22 @@ def build_real_dataset(preset: str, cache: str | os.PathLike | None = None, work
     report = Progress()
     report(f"selecting {preset} works", force=True)
     works = select_works(base, seed)
-    todo = []
-    for w in works:
-        d = _real_dir(cache, w.key, n_views, seed)
-        if not (d / "failed.json").is_file() and not verify_entry(d):
-            if (d / "ok.json").exists():
-                (d / "ok.json").unlink()
-            todo.append((w.to_dict(), str(d), n_views, seed))
     workers = workers or os.cpu_count() or 1
-    if todo:
-        from mmkit.data.render import require_tinysoundfont
 
-        require_tinysoundfont()
+    def check() -> None:
         report(f"checking {len(views.SOUNDFONTS)} soundfonts x {len(views.INSTRUMENTS)} programs for silence", force=True)
         views.check_soundfonts()  # also: a missing Debian soundfont stops here, naming its package
-        bar = tqdm(total=len(todo), desc=f"rendering {preset}", unit="item", disable=not progress)
-        done = [0]
 
-        def tick() -> None:
-            bar.update(1)
-            done[0] += 1
-            report(f"rendering {preset}", done[0], len(todo), force=done[0] == len(todo))
-
-        if workers > 1:
-            render_in_pool(todo, workers, tick, _build_star)
-        else:
-            for args in todo:
-                _build_star(args)
-                tick()
-        bar.close()
-    metas, skipped = [], Counter()
-    for w in works:
-        d = _real_dir(cache, w.key, n_views, seed)
-        if verify_entry(d):
-            metas.append((w, d, json.loads((d / "meta.json").read_text())))
-        elif (d / "failed.json").is_file():
-            skipped[json.loads((d / "failed.json").read_text())["reason"]] += 1
-        else:
-            skipped["missing after build"] += 1
+    metas, skipped, rendered, _ = render_items(
+        preset, [(w, _real_dir(cache, w.key, n_views, seed), (w.to_dict(), n_views, seed)) for w in works],
+        build_real_item, workers, progress, report, before=check)
     spec = PRESET_SPECS[base]
     metas = [(w, d, {**m, **_captions(m, n_views)}) for w, d, m in metas[: spec.n_items]]
     if not metas:
         raise RuntimeError(f"no usable item for preset {preset!r} (skipped: {dict(skipped)})")
     report(f"assembling the {preset} bundle", len(metas), len(metas), force=True)
     summary = _assemble(preset, cache, metas, spec, seed, n_views, progress)
-    summary.update(skipped=sum(skipped.values()), skipped_by_reason=dict(skipped), rendered=len(todo),
+    summary.update(skipped=sum(skipped.values()), skipped_by_reason=dict(skipped), rendered=rendered,
                    seconds=round(time.perf_counter() - t0, 1), workers=workers)
     if card:
         from mmkit.data.bundle.card import write_dataset_card
