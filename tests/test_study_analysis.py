@@ -327,3 +327,36 @@ def test_a_comparison_trained_by_different_code_is_refused_unless_declared(tmp_p
     assert provenance_status([code_version_of(r) for r in new]) == "refused"
     assert provenance_status(["a" * 64, "b" * 64], declared={"a" * 64, "b" * 64}) == "declared equivalent"
     assert provenance_status(["a" * 64] * 3) == "single"
+
+
+def test_runs_that_record_their_training_code_are_compared_by_it():
+    """Second round (issue 24 item 4): when every run of a comparison records training_sha256, a
+    change to the analysis or figures between runs (another source_sha256) does not refuse it; a
+    change to the training code does; a comparison with one run lacking it falls back to the
+    source hashes (today's rule)."""
+    from mmkit.analysis.study import code_provenance, code_version_of
+
+    def version(source, training):
+        return {"commit": "c" * 40, "dirty": True, "source_sha256": source, "recorded": "start",
+                **({"training_sha256": training} if training else {})}
+
+    runs = _store({"proposed": "same", "debiased": "better"})
+    for k, r in enumerate(runs):  # every run its own source hash (analysis code edited between all of them)
+        r["code_version"] = version(f"{k:064d}", "t" * 64)
+    status = {(p["level"], p["method"]): p for p in code_provenance("E3", runs, declared={})}
+    assert {p["status"] for p in status.values()} == {"single"}
+    assert status[("0.4", "debiased")]["code_versions"] == f"{'t' * 12} x5"
+    assert code_version_of(runs[0], training=True) == "t" * 64 and code_version_of(runs[0]) == f"{0:064d}"
+    changed = next(r for r in runs if r["level"] == 0.4 and r["variant"] == "debiased" and r["seed"] == 2)
+    changed["code_version"] = version("s" * 64, "u" * 64)  # its training code differs
+    status = {(p["level"], p["method"]): p["status"] for p in code_provenance("E3", runs, declared={})}
+    assert status[("0.4", "debiased")] == "refused"
+    assert {s for k, s in status.items() if k != ("0.4", "debiased")} == {"single"}
+    changed["code_version"] = version("s" * 64, None)  # recorded before training_sha256: source hashes decide
+    status = {(p["level"], p["method"]): p["status"] for p in code_provenance("E3", runs, declared={})}
+    assert status[("0.4", "debiased")] == "refused" and status[("0.2", "debiased")] == "single"
+    same_source = [r for r in runs if r["level"] == 0.2]
+    for r in same_source:
+        r["code_version"] = version("a" * 64, None)
+    status = {(p["level"], p["method"]): p["status"] for p in code_provenance("E3", runs, declared={})}
+    assert status[("0.2", "proposed")] == "single"  # no training hash anywhere: one source hash, as before

@@ -42,11 +42,13 @@ from scipy import stats
 from mmkit.analysis.statistics import (at_floor, chance_level, crossed_t_test, decide_family, equivalence,
                                        hierarchical_bootstrap, holm, per_query_scores, seed_bootstrap, seed_t_test)
 from mmkit.core.io import atomic_write_text
-from mmkit.vocab import PAPER_TASKS, task_name
+from mmkit.vocab import PAPER_TASKS, ranking_distance, task_name
 
 __all__ = ["NOT_TRAINING_CODE", "CODE_EQUIVALENCE", "PROVENANCE_COLUMNS", "code_version_of", "training_code_changes",
            "provenance_status", "code_provenance", "Experiment", "EXPERIMENTS", "VARIANTS", "MARGINS", "FAMILIES", "DESCRIPTIVE", "SUMMARY_COLUMNS", "load_results",
-           "incomplete", "reference_runs", "E2_ALL", "SLOPE_TASK", "EXPLORATORY_MIN_SEEDS", "is_exploratory", "KAPPA_TEST_COLUMNS", "analyse", "compare_experiment", "kappa_auroc", "kappa_tests", "decision", "verdict_table", "validation_table"]
+           "incomplete", "reference_runs", "ROUND2_VARIANTS", "TEXT_METRICS", "TEXT_TASKS", "MEAN_TASKS",
+           "EXPERIMENT_FAMILIES", "families_of", "tasks_of", "GENERALITY_STRATA", "generality_rows", "SEVERE", "AURC_TASKS",
+           "kappa_view_tests", "E2_ALL", "SLOPE_TASK", "EXPLORATORY_MIN_SEEDS", "is_exploratory", "KAPPA_TEST_COLUMNS", "analyse", "compare_experiment", "kappa_auroc", "kappa_tests", "decision", "verdict_table", "validation_table"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,17 @@ class Experiment:
     levels: tuple
     variants: tuple[str, ...]
     seeds: tuple[int, ...]
+    #: the data it trains on (a preset name; tests pass a bundle path to the runner instead)
+    data: str = "small"
+    #: an experiment with no runs of its own analyses those of ``source`` (E12, E13: E11's)
+    source: str | None = None
+    #: the evaluation split its comparisons read (E13: E11's runs on the degraded-view test set)
+    split: str = "test"
+
+    @property
+    def round(self) -> int:
+        """1 for E1–E9, 2 for the second round (docs/study.md §10, Amendment 1: E10–E14)."""
+        return 2 if self.number >= 10 else 1
 
 
 #: The methods compared (docs/study.md §3), as TrainConfig settings; every comparison is against "baseline".
@@ -67,7 +80,11 @@ VARIANTS = {
     "proposed": {"method": "proposed", "lambda_s": 1.0},
     "debiased": {"method": "proposed", "lambda_s": 1.0, "debiased_ssw": True},
     "proposed-0.1": {"method": "proposed", "lambda_s": 0.1},
+    # PCME++ (Chun et al., ICLR 2024), second round only; its α comes from the round's settings file
+    "pcmepp": {"method": "pcmepp"},
 }
+#: The second round's methods (docs/study.md §10): B, P, P-deb, PCME++.
+ROUND2_VARIANTS = ("baseline", "proposed", "debiased", "pcmepp")
 EXPERIMENTS = {e.name: e for e in (
     Experiment("E1", "main", 1, ("clean",), ("baseline", "proposed", "debiased", "proposed-0.1"), tuple(range(10))),
     Experiment("E2", "few pairs", 2, (100, 200, 400, 800), ("baseline", "proposed", "debiased"), tuple(range(5))),
@@ -79,11 +96,27 @@ EXPERIMENTS = {e.name: e for e in (
                ("baseline", "proposed", "debiased"), tuple(range(5))),
     Experiment("E8", "as published", 8, ("as-published",), ("baseline", "proposed"), tuple(range(5))),
     Experiment("E9", "backbones end to end", 9, ("backbones",), ("baseline", "proposed"), tuple(range(5))),
+    Experiment("E10", "clean, kappa moving", 10, ("clean",), ROUND2_VARIANTS, tuple(range(10))),
+    Experiment("E11", "realistic", 11, ("real",), ROUND2_VARIANTS, tuple(range(10)), data="small-real"),
+    Experiment("E12", "many-to-many", 12, ("real",), ROUND2_VARIANTS, tuple(range(10)), data="small-real",
+               source="E11"),
+    Experiment("E13", "degraded views", 13, ("real",), ROUND2_VARIANTS, tuple(range(10)), data="small-real",
+               source="E11", split="test_degraded"),
+    Experiment("E14", "noisy correspondences", 14, (0.2, 0.5), ROUND2_VARIANTS, tuple(range(5)), data="small-real"),
 )}
-#: Equivalence margins, fixed in advance (docs/study.md §6).
-MARGINS = {"MRR": 0.02, "R@10": 3.0}
-#: The Holm families of an experiment: (metric, distance); the first is the primary one.
+#: Equivalence margins, fixed in advance (docs/study.md §6; R-Precision and mAP@R: §10).
+MARGINS = {"MRR": 0.02, "R@10": 3.0, "RP": 0.02, "mAP@R": 0.02}
+#: The Holm families of an experiment: (metric, distance); the first is the primary one. The
+#: distance "ssw" is each method's primary ranking: SSW₁ for the vMF methods, PCME++'s closed-form
+#: sampled distance (CSD) for PCME++ (:func:`mmkit.vocab.ranking_distance`); "cosine" is μ-cosine for all.
 FAMILIES = (("MRR", "ssw"), ("R@10", "ssw"), ("MRR", "cosine"), ("R@10", "cosine"))
+#: Metrics of the many-to-many truth (R-Precision, mAP@R), defined on the tasks with text only.
+TEXT_METRICS = ("RP", "mAP@R")
+_TEXT_FAMILIES = (("RP", "ssw"), ("mAP@R", "ssw"), ("RP", "cosine"), ("mAP@R", "cosine"))
+#: The families of the experiments whose families differ from :data:`FAMILIES` (docs/study.md §10):
+#: R-Precision and mAP@R secondary in E11 and E14; E12's primary family mAP@R, R-Precision secondary.
+EXPERIMENT_FAMILIES = {"E11": FAMILIES + _TEXT_FAMILIES, "E14": FAMILIES + _TEXT_FAMILIES,
+                       "E12": (("mAP@R", "ssw"), ("RP", "ssw"), ("mAP@R", "cosine"), ("RP", "cosine"))}
 #: Rankings reported descriptively (no test, no verdict): E8's ranking with the reference code's
 #: defects (docs/study.md §5), stored by the runner as the distance "ssw-as-published".
 DESCRIPTIVE = {"E8": (("MRR", "ssw-as-published"),)}
@@ -93,6 +126,10 @@ SUMMARY_COLUMNS = ["experiment", "level", "method", "task", "metric", "differenc
 BOOTSTRAP = {"n_resamples": 20_000, "seed": 20261201}
 ALPHA = 0.05
 TASKS = tuple(task_name(q, t) for q, t in PAPER_TASKS)
+#: The seven tasks with text on either side, where R-Precision and mAP@R are defined.
+TEXT_TASKS = tuple(t for t in TASKS if "T" in t)
+#: The name of the mean-over-tasks row: nine tasks, or the seven with text.
+MEAN_TASKS = ("mean9", "mean7")
 #: Experiments reported with fewer seeds than the protocol's, as exploratory, once this many seed
 #: blocks are complete (docs/study.md §5: E9 with >= 3 seeds).
 EXPLORATORY_MIN_SEEDS = {"E9": 3}
@@ -100,6 +137,20 @@ EXPLORATORY_MIN_SEEDS = {"E9": 3}
 E2_ALL = ("all", 1627)
 #: The task name of E2's slope rows (H4): Δ mean9 per doubling of N.
 SLOPE_TASK = "slope_log2N"
+
+
+def families_of(experiment: str) -> tuple:
+    """The Holm families of ``experiment``, primary first (:data:`EXPERIMENT_FAMILIES`, else :data:`FAMILIES`)."""
+    return EXPERIMENT_FAMILIES.get(experiment, FAMILIES)
+
+
+def tasks_of(metric: str) -> tuple[str, ...]:
+    """The tasks ``metric`` is defined on: the seven with text for R-Precision and mAP@R, else all nine."""
+    return TEXT_TASKS if metric in TEXT_METRICS else TASKS
+
+
+def _mean_task(metric: str) -> str:
+    return MEAN_TASKS[1] if metric in TEXT_METRICS else MEAN_TASKS[0]
 
 
 def load_results(experiment: str, store: str | os.PathLike) -> list[dict]:
@@ -139,11 +190,20 @@ def incomplete(experiment: str, results: list[dict]) -> list[str]:
 
 def _scores(run: dict, split: str, distance: str, task: str, metric: str) -> tuple[list[str], np.ndarray]:
     """(query ids, per-query scores) of one task of one run."""
-    part = run["splits"][split]
-    entry = part["distances"][distance][task]
-    rows = entry.get("rows", range(len(part["ids"])))
-    ids = [part["ids"][r] for r in rows]
+    entry, ids = _entry(run, split, distance, task)
+    if metric in TEXT_METRICS:
+        return ids, np.asarray(entry[f"{metric}_per_query"], dtype=np.float64)
     return ids, per_query_scores(np.asarray(entry["ranks"], dtype=np.float64), metric)
+
+
+def _entry(run: dict, split: str, distance: str, task: str) -> tuple[dict, list[str]]:
+    """(stored entry, query ids) of one task of one run under the ranking ``distance``: "ssw" reads
+    the method's primary ranking (CSD for PCME++), "cosine" μ-cosine."""
+    part = run["splits"][split]
+    stored = ranking_distance(run["config"]["method"], distance) if distance == "ssw" and "config" in run else distance
+    entry = part["distances"][stored][task]
+    rows = entry.get("rows", range(len(part["ids"])))
+    return entry, [part["ids"][r] for r in rows]
 
 
 def _paired(runs_a: dict[int, dict], runs_b: dict[int, dict], split: str, distance: str, task: str,
@@ -184,63 +244,116 @@ class _Fit:
     floor: bool
 
 
-def compare_experiment(experiment: str, results: list[dict], split: str = "test",
+def compare_experiment(experiment: str, results: list[dict], split: str | None = None,
                        n_resamples: int = BOOTSTRAP["n_resamples"], families=None,
                        refused: Iterable[tuple[str, str]] = ()) -> list[dict]:
     """Every comparison of ``experiment`` (variants against Baseline, per level, task, metric and
     distance), decided per family by :func:`mmkit.analysis.statistics.decide_family` (Holm over
     the analytic tests and over their TOSTs, the MDE at the strictest Holm step, the one verdict
     rule, a Baseline at chance reported "at floor"), with the two-level bootstrap's intervals;
-    plus the ``mean9`` rows. ``families`` defaults to :data:`FAMILIES` and the experiment's
+    plus the rows of the mean over the tasks (``mean9``; ``mean7`` for R-Precision and mAP@R, which
+    live on the seven tasks with text). ``split`` defaults to the experiment's (E13: the
+    degraded-view test set). ``families`` defaults to :func:`families_of` and the experiment's
     :data:`DESCRIPTIVE` rankings, whose rows carry differences and intervals but no p_holm and no
-    verdict. ``refused``: (level, variant) comparisons whose runs were trained by different code
+    verdict; E12 adds its descriptive rows by caption generality (:func:`generality_rows`).
+    ``refused``: (level, variant) comparisons whose runs were trained by different code
     (:func:`code_provenance`): not tested, not in the Holm families, their rows say "refused"."""
     e = EXPERIMENTS[experiment]
+    split = e.split if split is None else split
     refused = {(_key(level), variant) for level, variant in refused}
+    tested_families = families_of(experiment)
     if families is None:
-        families = FAMILIES + DESCRIPTIVE.get(experiment, ())
+        families = tested_families + DESCRIPTIVE.get(experiment, ())
     by = {}
     for r in results:
         by.setdefault((_key(r["level"]), r["variant"]), {})[r["seed"]] = r
     rows = []
     for metric, distance in families:
-        family, nine = [], []
+        family, means = [], []
+        tasks = tasks_of(metric)
         for level in e.levels:
             base = by[(_key(level), "baseline")]
-            chance = chance_level(metric, _gallery_size(base, split))
             for variant in e.variants:
                 if variant == "baseline":
                     continue
                 if (_key(level), variant) in refused:
                     rows.extend(_refused_row(experiment, level, variant, task, metric, distance, len(base))
-                                for task in TASKS + ("mean9",))
+                                for task in tasks + (_mean_task(metric),))
                     continue
                 other = by[(_key(level), variant)]
-                for task in TASKS:
+                for task in tasks:
                     a, b = _paired(other, base, split, distance, task, metric)
+                    chance = _chance(base, split, distance, task, metric)
                     family.append((level, variant, task, _fit(a, b, n_resamples, chance, at_floor(b, chance))))
-                a9, b9 = _mean9(other, base, split, distance, metric)
-                nine.append((level, variant, "mean9", _fit(a9, b9, n_resamples, chance, False)))
+                a9, b9 = _mean_over_tasks(other, base, split, distance, metric)
+                chance9 = float(np.mean([_chance(base, split, distance, t, metric) for t in tasks]))
+                means.append((level, variant, _mean_task(metric), _fit(a9, b9, n_resamples, chance9, False)))
         margin = MARGINS[metric]
-        tested = (metric, distance) in FAMILIES
+        tested = (metric, distance) in tested_families
         decided = (decide_family([fit.test for *_, fit in family], margin, [fit.floor for *_, fit in family],
                                  alpha=ALPHA) if tested else [None] * len(family))
         for (level, variant, task, fit), dec in zip(family, decided):
             rows.append(_row(experiment, level, variant, task, metric, distance, fit, dec))
-        for level, variant, task, fit in nine:
+        for level, variant, task, fit in means:
             tost9 = equivalence(fit.test, margin)["p_tost"]
             rows.append(_row(experiment, level, variant, task, metric, distance, fit,
                              {"p_tost": tost9, "p_tost_holm": tost9, "mde": fit.test.mde(ALPHA)}))
         if experiment == "E2":
             rows.extend(_slope_rows(by, split, metric, distance, n_resamples, refused))
+        if experiment == "E12" and (metric, distance) == tested_families[0]:
+            rows.extend(generality_rows(experiment, by, split, metric, distance, n_resamples, refused))
+    return rows
+
+
+def _chance(runs: dict[int, dict], split: str, distance: str, task: str, metric: str) -> float:
+    """The chance value of ``metric`` on one task: MRR and R@k from the gallery size
+    (:func:`~mmkit.analysis.statistics.chance_level`); R-Precision and mAP@R as stored by the
+    runner (a ranking with every score tied, under the split's truth)."""
+    if metric in TEXT_METRICS:
+        values = {float(_entry(r, split, distance, task)[0]["chance"][metric]) for r in runs.values()}
+        if len(values) != 1:
+            raise ValueError(f"{task}: the runs store different chance values of {metric}: {sorted(values)}")
+        return values.pop()
+    return chance_level(metric, _gallery_size(runs, split))
+
+
+#: The strata of E12's descriptive rows: queries whose item's evaluation caption truly describes
+#: one item ("specific") or more than one ("general"; docs/study.md §10).
+GENERALITY_STRATA = ("specific", "general")
+
+
+def generality_rows(experiment: str, by: Mapping, split: str, metric: str, distance: str, n_resamples: int,
+                    refused=frozenset()) -> list[dict]:
+    """E12 by caption generality, descriptively (differences and intervals, no test in a family, no
+    verdict): per level, variant and task with text, the comparison restricted to the queries whose
+    item's evaluation caption describes one item (``"<task> [specific]"``) or more than one
+    (``"<task> [general]"``), from the per-item ``generality`` the runner stores with each split."""
+    e = EXPERIMENTS[experiment]
+    rows = []
+    for level in e.levels:
+        base = by[(_key(level), "baseline")]
+        for variant in e.variants:
+            if variant == "baseline" or (_key(level), variant) in refused:
+                continue
+            other = by[(_key(level), variant)]
+            for task in tasks_of(metric):
+                a, b = _paired(other, base, split, distance, task, metric)
+                part = base[min(base)]["splits"][split]
+                generality = dict(zip(part["ids"], part["generality"]))
+                general = np.array([generality[i] > 1 for i in _entry(base[min(base)], split, distance, task)[1]])
+                for name, mask in zip(GENERALITY_STRATA, (~general, general)):
+                    if mask.sum() < 2:
+                        continue
+                    fit = _fit(a[:, mask], b[:, mask], n_resamples, math.nan, False)
+                    row = _row(experiment, level, variant, f"{task} [{name}]", metric, distance, fit, None)
+                    rows.append({**row, "family": "descriptive"})
     return rows
 
 
 def _refused_row(experiment, level, variant, task, metric, distance, n_seeds: int) -> dict:
     """A row of a comparison refused for its code versions: no numbers, verdict "refused"."""
     row = dict.fromkeys(SUMMARY_COLUMNS, math.nan)
-    family = "primary" if (metric, distance) == FAMILIES[0] else "secondary" if (metric, distance) in FAMILIES \
-        else "descriptive"
+    family = _family_name(experiment, metric, distance)
     row.update(experiment=experiment, level=_key(level), method=variant, task=task, metric=metric, distance=distance,
                family=family, n_seeds=n_seeds, verdict="refused", at_floor="")
     return row
@@ -251,11 +364,12 @@ def _fit(a: np.ndarray, b: np.ndarray, n_resamples: int, chance: float, floor: b
                 float(b.mean()), chance, floor)
 
 
-def _mean9(runs_a: dict[int, dict], runs_b: dict[int, dict], split: str, distance: str,
-           metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """(S, Q) per-query scores averaged over the nine tasks, for the two variants."""
-    pairs = [_paired(runs_a, runs_b, split, distance, task, metric) for task in TASKS]
-    return sum(a for a, _ in pairs) / len(TASKS), sum(b for _, b in pairs) / len(TASKS)
+def _mean_over_tasks(runs_a: dict[int, dict], runs_b: dict[int, dict], split: str, distance: str,
+                     metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(S, Q) per-query scores averaged over the metric's tasks (:func:`tasks_of`), for the two variants."""
+    tasks = tasks_of(metric)
+    pairs = [_paired(runs_a, runs_b, split, distance, task, metric) for task in tasks]
+    return sum(a for a, _ in pairs) / len(tasks), sum(b for _, b in pairs) / len(tasks)
 
 
 def _slope_rows(by: dict, split: str, metric: str, distance: str, n_resamples: int, refused=frozenset()) -> list[dict]:
@@ -275,13 +389,19 @@ def _slope_rows(by: dict, split: str, metric: str, distance: str, n_resamples: i
         if any((_key(level), variant) in refused for level in levels):
             rows.append(_refused_row("E2", "all levels", variant, SLOPE_TASK, metric, distance, len(e.seeds)))
             continue
-        parts = [_mean9(by[(_key(level), variant)], by[(_key(level), "baseline")], split, distance, metric)
+        parts = [_mean_over_tasks(by[(_key(level), variant)], by[(_key(level), "baseline")], split, distance, metric)
                  for level in levels]
         a = sum(wl * pa for wl, (pa, _) in zip(w, parts))
         b = sum(wl * pb for wl, (_, pb) in zip(w, parts))
         rows.append(_row("E2", "all levels", variant, SLOPE_TASK, metric, distance,
                          _fit(a, b, n_resamples, math.nan, False), None))
     return rows
+
+
+def _family_name(experiment: str, metric: str, distance: str) -> str:
+    families = families_of(experiment)
+    return "primary" if (metric, distance) == families[0] else "secondary" if (metric, distance) in families \
+        else "descriptive"
 
 
 def _row(experiment, level, variant, task, metric, distance, fit: _Fit, decided: dict | None) -> dict:
@@ -294,8 +414,7 @@ def _row(experiment, level, variant, task, metric, distance, fit: _Fit, decided:
             "difference": res.difference, "ci_low": res.ci_low, "ci_high": res.ci_high,
             "p_holm": decided.get("p_holm", math.nan), "verdict": decided.get("verdict", ""), "n_seeds": res.n_seeds,
             "distance": distance,
-            "family": ("primary" if (metric, distance) == FAMILIES[0] else "secondary" if (metric, distance) in FAMILIES
-                       else "descriptive"), "p": test.p_value,
+            "family": _family_name(experiment, metric, distance), "p": test.p_value,
             "ci90_low": res.ci90_low, "ci90_high": res.ci90_high, "p_tost_holm": decided.get("p_tost_holm", math.nan),
             "mde": decided.get("mde", math.nan), "se": test.se, "df": test.df, "seed_share": test.seed_share,
             "p_tost": decided.get("p_tost", math.nan), "baseline": fit.baseline, "chance": fit.chance,
@@ -307,16 +426,17 @@ def decision(rows: list[dict], level, variant: str, experiment: str | None = Non
     (``experiment`` picks one experiment's rows from a table holding several)."""
     primary = [r for r in rows if r["family"] == "primary" and r["level"] == _key(level) and r["method"] == variant
                and (experiment is None or r["experiment"] == experiment)]
-    verdicts = [r["verdict"] for r in primary if r["task"] != "mean9"]
+    verdicts = [r["verdict"] for r in primary if r["task"] not in MEAN_TASKS]
     if "refused" in verdicts:
         return "refused: trained by different code"
-    nine = next(r for r in primary if r["task"] == "mean9")
+    nine = next(r for r in primary if r["task"] in MEAN_TASKS)
+    margin = MARGINS[nine["metric"]]
     gains, harms, equal = verdicts.count("gain"), verdicts.count("harm"), verdicts.count("equivalent")
     if gains >= 3 and not harms and nine["ci_low"] > 0:
         return "L_S helps"
     if harms >= 3 and not gains and nine["ci_high"] < 0:
         return "L_S hurts"
-    if equal >= 7 and not gains and not harms and -MARGINS["MRR"] < nine["ci90_low"] and nine["ci90_high"] < MARGINS["MRR"]:
+    if equal >= 7 and not gains and not harms and -margin < nine["ci90_low"] and nine["ci90_high"] < margin:
         return "no practical difference"
     if gains and harms:
         return "mixed"
@@ -351,11 +471,11 @@ def verdict_table(rows: Iterable[Mapping]) -> str:
     experiments = sorted({r["experiment"] for r in rows}, key=lambda e: EXPERIMENTS[e].number if e in EXPERIMENTS else 99)
     for experiment in experiments:
         mine = [r for r in rows if r["experiment"] == experiment and r["family"] == "primary"]
-        for level, variant in dict.fromkeys((r["level"], r["method"]) for r in mine if r["task"] in TASKS):
+        for level, variant in dict.fromkeys((r["level"], r["method"]) for r in mine if r["task"] in TASKS + MEAN_TASKS):
             cell = [r for r in mine if r["level"] == level and r["method"] == variant]
             counts = [sum(r["verdict"] == v for r in cell if r["task"] in TASKS)
                       for v in ("gain", "harm", "equivalent", "at floor", "inconclusive")]
-            nine = next(r for r in cell if r["task"] == "mean9")
+            nine = next(r for r in cell if r["task"] in MEAN_TASKS)
             lines.append(f"| {experiment} | {level} | {variant} | " + " | ".join(map(str, counts))
                          + f" | {nine['difference']:+.4f} [{nine['ci_low']:+.4f}, {nine['ci_high']:+.4f}] "
                          f"| {nine['n_seeds']} | {decision(rows, level, variant, experiment)}"
@@ -424,6 +544,16 @@ KAPPA_TEST_COLUMNS = ["experiment", "level", "score", "method", "against", "diff
                       "p_holm", "n_seeds", "family"]
 
 
+def _seed_test(experiment, level, score, method, against, a, b, family: str, n_resamples: int) -> dict:
+    """One row of ``study_kappa_tests.csv``: ``a - b`` over seeds, p from the paired t-test
+    (:func:`~mmkit.analysis.statistics.seed_t_test`), interval from
+    :func:`~mmkit.analysis.statistics.seed_bootstrap`; ``p_holm`` filled in by the family."""
+    res = seed_bootstrap(np.asarray(a), np.asarray(b), n_resamples=n_resamples, seed=BOOTSTRAP["seed"])
+    return {"experiment": experiment, "level": _key(level), "score": score, "method": method, "against": against,
+            "difference": res.difference, "ci_low": res.ci_low, "ci_high": res.ci_high, "p": seed_t_test(a, b).p_value,
+            "p_holm": math.nan, "n_seeds": res.n_seeds, "family": family}
+
+
 def kappa_tests(experiment: str, results: list[dict], n_resamples: int = BOOTSTRAP["n_resamples"],
                 refused: Iterable[tuple[str, str]] = ()) -> list[dict]:
     """The κ tests of docs/study.md §6 (H3, H12) over the seeds: p-values by the paired t-test
@@ -442,10 +572,7 @@ def kappa_tests(experiment: str, results: list[dict], n_resamples: int = BOOTSTR
     rows: list[dict] = []
 
     def add(family: list, level, score, method, against, a, b, name):
-        res = seed_bootstrap(np.asarray(a), np.asarray(b), n_resamples=n_resamples, seed=BOOTSTRAP["seed"])
-        family.append({"experiment": experiment, "level": _key(level), "score": score, "method": method,
-                       "against": against, "difference": res.difference, "ci_low": res.ci_low, "ci_high": res.ci_high,
-                       "p": seed_t_test(a, b).p_value, "p_holm": math.nan, "n_seeds": res.n_seeds, "family": name})
+        family.append(_seed_test(experiment, level, score, method, against, a, b, name, n_resamples))
 
     def close(family: list, test: bool) -> None:
         if test and family:
@@ -482,6 +609,86 @@ def kappa_tests(experiment: str, results: list[dict], n_resamples: int = BOOTSTR
                         "H12" if score == "auroc_mean" else "secondary")
         close(versus, True)
         close(chance, False)
+    return rows
+
+
+#: E13's κ family (docs/study.md §10): severity threshold of the AUROC, and the tasks of the
+#: risk–coverage comparison with their query modality.
+SEVERE = 0.6
+AURC_TASKS = (("A->T", "audio"), ("I->T", "image"))
+
+
+def kappa_view_tests(experiment: str, results: list[dict], n_resamples: int = BOOTSTRAP["n_resamples"],
+                     refused: Iterable[tuple[str, str]] = ()) -> list[dict]:
+    """E13's κ family (docs/study.md §10, H16), from the per-(item, view) confidences on the test
+    split and the per-query confidences and margins on the degraded-view test set that the runner
+    stores with E11's runs; the confidence is κ for the vMF methods and 1 / mean σ² for PCME++.
+
+    Per method and modality, one number per seed (computed with :mod:`mmkit.analysis.uncertainty`),
+    tested over the seeds like the κ tests (:func:`~mmkit.analysis.statistics.seed_t_test` for p,
+    :func:`~mmkit.analysis.statistics.seed_bootstrap` for the interval), Holm within each family:
+
+    * ``rho_severity`` (family ``H16-rho``): Spearman ρ(κ, severity) over all test (item, view)
+      pairs (:func:`~mmkit.analysis.uncertainty.kappa_severity`), against 0 ("κ tracks severity"
+      when the interval lies below 0); and each vMF variant's ρ against Baseline's
+      (``H16-rho-vs-baseline``: P's ρ more negative than B's).
+    * ``auroc_severe`` (``H16-auroc``): AUROC of 1/κ for views of severity >= :data:`SEVERE`
+      (:func:`~mmkit.analysis.uncertainty.severe_auroc`), against 0.5.
+    * ``aurc_minus_margin`` (``H16-aurc``): per query modality (A→T audio, I→T image queries of the
+      degraded-view test set), the area under the risk–coverage curve
+      (:func:`~mmkit.analysis.uncertainty.risk_coverage`, reciprocal rank of the primary ranking
+      as accuracy) with the method's query confidence, minus that with Baseline's top-1 cosine
+      margin and Baseline's reciprocal ranks on the same queries, paired by seed (the queries
+      enter through each seed's AURC), against 0 (below 0: κ ranks the queries better).
+    """
+    from mmkit.analysis.uncertainty import kappa_severity, risk_coverage, severe_auroc
+
+    e = EXPERIMENTS[experiment]
+    refused = {(_key(level), variant) for level, variant in refused}
+    by = {(_key(r["level"]), r["variant"], r["seed"]): r for r in results}
+    rows: list[dict] = []
+
+    def add(family: list, level, score, method, against, a, b, name):
+        family.append(_seed_test(experiment, level, score, method, against, a, b, name, n_resamples))
+
+    def per_seed(level, method, fn) -> list[float]:
+        return [fn(by[(_key(level), method, s)]) for s in e.seeds]
+
+    def views(run, m):
+        part = run["splits"]["test"]
+        return np.asarray(part["view_confidence"][m], dtype=float), np.asarray(part["view_severity"][m], dtype=float)
+
+    def aurc(run, base, task):
+        mine = _entry(run, e.split, "ssw", task)[0]
+        theirs = _entry(base, e.split, "ssw", task)[0]
+        accuracy = 1.0 / np.asarray(mine["ranks"], dtype=float)
+        return (risk_coverage(np.asarray(mine["confidence"]), accuracy)["aurc"]
+                - risk_coverage(np.asarray(theirs["margin"]), 1.0 / np.asarray(theirs["ranks"], dtype=float))["aurc"])
+
+    families: dict[str, list] = {"H16-rho": [], "H16-rho-vs-baseline": [], "H16-auroc": [], "H16-aurc": []}
+    for level in e.levels:
+        methods = [v for v in e.variants if (_key(level), v) not in refused]
+        modalities = sorted(by[(_key(level), "baseline", e.seeds[0])]["splits"]["test"]["view_confidence"])
+        rho = {(v, m): per_seed(level, v, lambda r, m=m: kappa_severity(*views(r, m), n_resamples=1)["rho"])
+               for v in methods for m in modalities}
+        for v in methods:
+            for m in modalities:
+                add(families["H16-rho"], level, f"rho_severity_{m}", v, "0", rho[(v, m)], [0.0] * len(e.seeds),
+                    "H16-rho")
+                if v != "baseline" and VARIANTS[v]["method"] != "pcmepp":
+                    add(families["H16-rho-vs-baseline"], level, f"rho_severity_{m}", v, "baseline", rho[(v, m)],
+                        rho[("baseline", m)], "H16-rho-vs-baseline")
+                add(families["H16-auroc"], level, f"auroc_severe_{m}", v, "0.5",
+                    per_seed(level, v, lambda r, m=m: severe_auroc(*views(r, m), threshold=SEVERE)),
+                    [0.5] * len(e.seeds), "H16-auroc")
+            for task, m in AURC_TASKS:
+                add(families["H16-aurc"], level, f"aurc_minus_margin_{m}", v, "baseline margin",
+                    [aurc(by[(_key(level), v, s)], by[(_key(level), "baseline", s)], task) for s in e.seeds],
+                    [0.0] * len(e.seeds), "H16-aurc")
+    for family in families.values():
+        for row, ph in zip(family, holm([r["p"] for r in family]) if family else []):
+            row["p_holm"] = float(ph)
+        rows.extend(family)
     return rows
 
 
@@ -535,11 +742,15 @@ CODE_EQUIVALENCE = {
 PROVENANCE_COLUMNS = ["experiment", "level", "method", "runs", "code_versions", "compared_with_baseline", "status"]
 
 
-def code_version_of(run: Mapping) -> str:
-    """The code version that trained ``run``: the SHA-256 of the ``mmkit`` sources recorded at its
-    start (``code_version.source_sha256``), else, for runs stored before that was recorded, the
-    git commit read when its result was written (``git_commit``); ``"unknown"`` without either."""
+def code_version_of(run: Mapping, training: bool = False) -> str:
+    """The code version that trained ``run``: with ``training``, the SHA-256 of only its training
+    code recorded at its start (``code_version.training_sha256``, :func:`mmkit.model.run.code_version`);
+    else (or for runs without it) the SHA-256 of the ``mmkit`` sources recorded at its start
+    (``code_version.source_sha256``), else, for runs stored before that was recorded, the git
+    commit read when its result was written (``git_commit``); ``"unknown"`` without either."""
     recorded = run.get("code_version") or {}
+    if training and recorded.get("training_sha256"):
+        return str(recorded["training_sha256"])
     if recorded.get("source_sha256"):
         return str(recorded["source_sha256"])
     return str(run.get("git_commit") or "unknown")
@@ -583,10 +794,17 @@ def provenance_status(versions: Iterable[str], declared: Iterable[str] = (), rep
     return "refused"
 
 
-def _versions_text(runs: Iterable[Mapping]) -> str:
+def _by_training_code(runs: list[Mapping]) -> bool:
+    """Whether every run records ``training_sha256`` (the second round): then runs are compared by
+    their training code alone, so a change to the analysis or figures between them does not count."""
+    return bool(runs) and all((r.get("code_version") or {}).get("training_sha256") for r in runs)
+
+
+def _versions_text(runs: list[Mapping], training: bool) -> str:
     counts: dict[str, int] = {}
     for r in runs:
-        counts[code_version_of(r)] = counts.get(code_version_of(r), 0) + 1
+        version = code_version_of(r, training)
+        counts[version] = counts.get(version, 0) + 1
     return "; ".join(f"{v[:12]} x{n}" for v, n in sorted(counts.items()))
 
 
@@ -594,8 +812,10 @@ def code_provenance(experiment: str, results: list[dict], repo: str | os.PathLik
                     declared: Mapping[str, Iterable[str]] | None = None) -> list[dict]:
     """One row per (level, variant) cell of ``experiment``: its runs' code versions, and the
     :func:`provenance_status` of the comparison it enters (the cell with its level's Baseline
-    cell; Baseline's own row: the Baseline cell alone). ``declared`` defaults to
-    :data:`CODE_EQUIVALENCE`."""
+    cell; Baseline's own row: the Baseline cell alone). When every run of the comparison records
+    ``training_sha256`` the versions are those (the code that determines a trained model and its
+    stored evaluation, :data:`mmkit.model.run.TRAINING_CODE`), else today's rules: source hashes,
+    then git commits. ``declared`` defaults to :data:`CODE_EQUIVALENCE`."""
     declared_here = (CODE_EQUIVALENCE if declared is None else declared).get(experiment, ())
     e = EXPERIMENTS[experiment]
     cells: dict = {}
@@ -608,10 +828,12 @@ def code_provenance(experiment: str, results: list[dict], repo: str | os.PathLik
             if not runs:
                 continue
             base = cells.get((_key(level), "baseline"), []) if variant != "baseline" else []
+            training = _by_training_code(runs + base)
             rows.append({"experiment": experiment, "level": _key(level), "method": variant, "runs": len(runs),
-                         "code_versions": _versions_text(runs),
-                         "compared_with_baseline": _versions_text(runs + base) if base else "",
-                         "status": provenance_status([code_version_of(r) for r in runs + base], declared_here, repo)})
+                         "code_versions": _versions_text(runs, training),
+                         "compared_with_baseline": _versions_text(runs + base, training) if base else "",
+                         "status": provenance_status([code_version_of(r, training) for r in runs + base],
+                                                     declared_here, repo)})
     return rows
 
 
@@ -628,7 +850,7 @@ def analyse(experiment: str, store: str | os.PathLike = "reports/study", tables_
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; the grid has {sorted(EXPERIMENTS)}")
     e = EXPERIMENTS[experiment]
-    results = load_results(experiment, store) + reference_runs(experiment, store)
+    results = load_results(e.source or experiment, store) + reference_runs(experiment, store)
     missing = incomplete(experiment, results)
     complete = [s for s in e.seeds if not any(m.endswith(f"-s{s}") for m in missing)]
     exploratory = bool(missing) and len(complete) >= EXPLORATORY_MIN_SEEDS.get(experiment, math.inf)
@@ -648,6 +870,8 @@ def analyse(experiment: str, store: str | os.PathLike = "reports/study", tables_
     if kappa:
         _write_csv(tables / "study_kappa.csv", kappa, list(kappa[0]), experiment)
     tests = kappa_tests(experiment, results, n_resamples=n_resamples, refused=refused)
+    if experiment == "E13":
+        tests = tests + kappa_view_tests(experiment, results, n_resamples=n_resamples, refused=refused)
     if tests:
         _write_csv(tables / "study_kappa_tests.csv", tests, KAPPA_TEST_COLUMNS, experiment)
     yield (f"{experiment} ({e.title}): {len(results)} runs, {len(rows)} comparison rows -> {tables / 'study_summary.csv'}"
@@ -663,10 +887,10 @@ def analyse(experiment: str, store: str | os.PathLike = "reports/study", tables_
         for variant in e.variants:
             if variant != "baseline":
                 nine = next(r for r in rows if r["family"] == "primary" and r["level"] == _key(level)
-                            and r["method"] == variant and r["task"] == "mean9")
+                            and r["method"] == variant and r["task"] in MEAN_TASKS)
                 yield (f"  {level} {variant}: {decision(rows, level, variant)}{' (exploratory)' if exploratory else ''} (mean9 ΔMRR {nine['difference']:+.4f}, "
                        f"95 % CI [{nine['ci_low']:+.4f}, {nine['ci_high']:+.4f}])")
     for t in tests:
-        if t["family"] in ("H3", "H12"):
+        if t["family"] in ("H3", "H12", "H16-rho", "H16-aurc"):
             yield (f"  κ {t['score']} {t['level']} {t['method']} − {t['against']}: {t['difference']:+.3f} "
                    f"[{t['ci_low']:+.3f}, {t['ci_high']:+.3f}], Holm p {t['p_holm']:.3g}")

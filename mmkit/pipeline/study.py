@@ -19,6 +19,7 @@ The runner never prints test metrics (``docs/study.md`` §7); the analysis of an
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -27,19 +28,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
+import numpy as np
 import torch
 
 from mmkit.analysis.study import EXPERIMENTS, VARIANTS, load_results
 from mmkit.core.io import atomic_write_text
 from mmkit.data.bundle import FeatureSplit
-from mmkit.data.resolve import resolve_data
+from mmkit.data.resolve import PRESETS, resolve_data
 from mmkit.model.config import TrainConfig
 from mmkit.model.run import Run, data_fingerprint, kappa_statistics
-from mmkit.retrieval.tasks import complete_items, evaluate_tasks
+from mmkit.retrieval.scores import cosine_scores
+from mmkit.retrieval.tasks import MANY_TO_MANY_METRICS, complete_items, evaluate_tasks, task_relevance
 from mmkit.training.loop import fit
-from mmkit.vocab import task_name, tasks_for_method
+from mmkit.vocab import ranking_distance, task_name, tasks_for_method
 
-__all__ = ["FIXED", "EXPERIMENTS", "RunSpec", "grid", "run_one", "run_grid", "load_results", "missing_runs",
+__all__ = ["FIXED", "FIXED_ROUND2", "ROUND2_SETTINGS", "read_round2_settings", "EXPERIMENTS", "RunSpec", "grid", "run_one", "run_grid", "load_results", "missing_runs",
            "result_path", "report", "write_verdicts", "STORE", "WORK"]
 
 #: Where the committed per-run results and the git-ignored training runs go.
@@ -47,6 +50,12 @@ STORE = Path("reports/study")
 WORK = Path("reports/runs/study")
 #: The fixed settings of every run (docs/study.md §2: the quick preset's heads training).
 FIXED = {"epochs": 20, "batch_size": 128, "hidden": 256, "layers": 2, "threads": 1, "device": "cpu"}
+#: The second round's changes to them (docs/study.md §10): early stopping, a drawn view per epoch.
+FIXED_ROUND2 = {**FIXED, "epochs": 60, "patience": 8, "train_views": "sample"}
+#: Where the second round's settings chosen on validation are recorded (:func:`read_round2_settings`).
+ROUND2_SETTINGS = STORE / "round2_settings.json"
+#: PCME++'s α values the amendment chooses among (docs/study.md §10).
+ALPHAS = (0.01, 0.03, 0.1)
 #: Retrieval settings of the evaluation (docs/study.md §2): SSW₁ with L = 32, T = 50, seed 0; μ-cosine.
 EVALUATION = {"distances": ("ssw", "cosine"), "n_samples": 32, "n_projections": 50, "seed": 0, "fusion": "product"}
 #: E8's descriptive ranking: SSW₁ with the reference code's sampler and circle W₁ (wrong on purpose).
@@ -55,9 +64,58 @@ PUBLISHED_DISTANCE = "ssw-as-published"
 E2_STEPS = 12
 
 
+def read_round2_settings(path: str | os.PathLike = ROUND2_SETTINGS) -> dict:
+    """The settings of the second round chosen on validation before its runs (docs/study.md §10):
+    K*, the κ that learns, and PCME++'s α, read from ONE JSON file.
+
+    Schema (every key required, nothing else)::
+
+        {"kappa": {"kappa_head": "log", "kappa_scale": 1.0, "kappa_lr_scale": 10.0},
+         "pseudo_positive_weight": 0.1,
+         "recorded_in": "docs/hyperparameters.md"}
+
+    ``kappa``: the TrainConfig settings of K* (names starting with ``kappa_``; those left out keep
+    TrainConfig's defaults), applied to Baseline, Proposed and the debiased L_S; ``pseudo_positive_weight``:
+    α, one of :data:`ALPHAS`, applied to PCME++; ``recorded_in``: where the choice and its numbers are
+    written (``docs/hyperparameters.md``).
+
+    Raises
+    ------
+    FileNotFoundError
+        Without the file: the runs of E10–E14 do not start before K* and α are chosen and recorded.
+    ValueError
+        A file that does not follow the schema.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist: the second round (E10-E14, docs/study.md §10) starts only after K* (the kappa "
+            "search) and PCME++'s alpha are chosen on validation and recorded in docs/hyperparameters.md, and then "
+            f"in {path} ({{\"kappa\": {{...}}, \"pseudo_positive_weight\": ..., \"recorded_in\": "
+            "\"docs/hyperparameters.md\"}}; see mmkit.pipeline.study.read_round2_settings)")
+    try:
+        settings = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(settings, dict) or set(settings) != {"kappa", "pseudo_positive_weight", "recorded_in"}:
+        raise ValueError(f"{path}: expected exactly the keys kappa, pseudo_positive_weight, recorded_in, got "
+                         f"{sorted(settings) if isinstance(settings, dict) else type(settings).__name__}")
+    kappa = settings["kappa"]
+    fields = set(TrainConfig().to_dict())
+    if not isinstance(kappa, dict) or not all(k.startswith("kappa_") and k in fields for k in kappa):
+        raise ValueError(f"{path}: 'kappa' must map TrainConfig settings named kappa_* to values, got {kappa!r}")
+    if settings["pseudo_positive_weight"] not in ALPHAS:
+        raise ValueError(f"{path}: pseudo_positive_weight must be one of {ALPHAS} (docs/study.md §10), got "
+                         f"{settings['pseudo_positive_weight']!r}")
+    TrainConfig.from_dict({**kappa, "pseudo_positive_weight": settings["pseudo_positive_weight"]})  # valid values
+    return settings
+
+
 @dataclass(frozen=True)
 class RunSpec:
-    """One cell of the grid. ``overrides`` replace fixed settings (for small test grids only)."""
+    """One cell of the grid. ``overrides`` replace fixed settings (for small test grids only);
+    ``settings``: the second round's settings chosen on validation (:func:`read_round2_settings`)
+    as sorted (name, value) pairs, given to the variants they concern."""
 
     experiment: str
     level: object
@@ -65,6 +123,7 @@ class RunSpec:
     seed: int
     data: str = "small"
     overrides: tuple = ()
+    settings: tuple = ()
 
     @property
     def name(self) -> str:
@@ -72,7 +131,12 @@ class RunSpec:
 
     def config(self) -> TrainConfig:
         """The TrainConfig of this run: the fixed settings, the variant's, the level's."""
-        values = {**FIXED, **VARIANTS[self.variant], "seed": self.seed}
+        second = EXPERIMENTS[self.experiment].round == 2
+        values = {**(FIXED_ROUND2 if second else FIXED), **VARIANTS[self.variant], "seed": self.seed}
+        if second:  # K* for the vMF methods, alpha for PCME++ (docs/study.md §10)
+            chosen = dict(self.settings)
+            pcmepp = VARIANTS[self.variant]["method"] == "pcmepp"
+            values.update({k: v for k, v in chosen.items() if (k == "pseudo_positive_weight") == pcmepp})
         if self.experiment == "E2":
             values.update(batch_size=min(FIXED["batch_size"], int(self.level)), steps_per_epoch=E2_STEPS)
         elif self.experiment == "E7":
@@ -86,19 +150,34 @@ class RunSpec:
         return TrainConfig.from_dict(values)
 
 
-def grid(experiments: Iterable[str], data: str = "small", overrides: Mapping | None = None,
-         seeds: Iterable[int] | None = None) -> list[RunSpec]:
+def grid(experiments: Iterable[str], data: str | None = None, overrides: Mapping | None = None,
+         seeds: Iterable[int] | None = None, settings: str | os.PathLike = ROUND2_SETTINGS) -> list[RunSpec]:
     """The runs of ``experiments`` in the protocol's order: seeds outermost, then levels, then variants,
-    so that every finished seed block is a complete paired set."""
+    so that every finished seed block is a complete paired set.
+
+    ``data``: a bundle directory, or a preset, which must then be the experiment's (``small``;
+    ``small-real`` for E11–E14); default the experiment's. E12 and E13 have no runs of their own
+    (they analyse E11's). The second round (E10–E14) reads K* and α from ``settings``
+    (:func:`read_round2_settings`) and refuses to start without it."""
     out = []
     for name in experiments:
         if name not in EXPERIMENTS:
             raise ValueError(f"unknown experiment {name!r}; the grid has {sorted(EXPERIMENTS)}")
         e = EXPERIMENTS[name]
+        if e.source is not None:
+            continue
+        if data is not None and str(data) in PRESETS and str(data) != e.data:
+            raise ValueError(f"{name} runs on the preset {e.data!r} (docs/study.md), not {data!r}: pass --data "
+                             f"{e.data} (or a bundle directory)")
+        chosen = ()
+        if e.round == 2:
+            values = read_round2_settings(settings)
+            chosen = tuple(sorted({**values["kappa"], "pseudo_positive_weight": values["pseudo_positive_weight"]}.items()))
         for seed in (e.seeds if seeds is None else seeds):
             for level in e.levels:
                 for variant in e.variants:
-                    out.append(RunSpec(name, level, variant, seed, data, tuple(sorted((overrides or {}).items()))))
+                    out.append(RunSpec(name, level, variant, seed, e.data if data is None else str(data),
+                                       tuple(sorted((overrides or {}).items())), chosen))
     return out
 
 
@@ -108,6 +187,7 @@ def grid(experiments: Iterable[str], data: str = "small", overrides: Mapping | N
 def _splits(spec: RunSpec, data: Mapping[str, FeatureSplit]) -> tuple[dict, dict, dict]:
     """(training data {train, val}, evaluation splits {name: split}, perturbation record)."""
     from mmkit.data import perturb
+    from mmkit.data.embedded.real import degraded_view_split
 
     train, val = data["train"], data["val"]
     evals = {"val": val, "test": data["test"]}
@@ -117,6 +197,8 @@ def _splits(spec: RunSpec, data: Mapping[str, FeatureSplit]) -> tuple[dict, dict
         train, record = perturb.nested_subset(train, int(spec.level), spec.seed)
     elif e == "E3":
         train, record = perturb.swap_captions(train, float(spec.level), spec.seed)
+    elif e == "E14":  # noisy correspondences: captions with their text views and truth, key 14 (docs/study.md §10)
+        train, record = perturb.swap_captions(train, float(spec.level), spec.seed, experiment=14)
     elif e == "E4":
         train, record = perturb.ambiguous_captions(train, float(spec.level), spec.seed)
     elif e == "E5":
@@ -125,6 +207,8 @@ def _splits(spec: RunSpec, data: Mapping[str, FeatureSplit]) -> tuple[dict, dict
         ood, record = perturb.out_of_distribution(dict(data))
         train, val = ood["train"], ood["val"]
         evals = {"val": val, "test": ood["test"], "test_id": ood["test_id"]}
+    elif e == "E11":  # E13's degraded-view test set: every item's most severe view (docs/study.md §10)
+        evals["test_degraded"] = degraded_view_split(data["test"])
     return {"train": train, "val": val}, evals, record
 
 
@@ -142,28 +226,82 @@ def _kappa(enc, split: FeatureSplit, per_item: bool) -> dict:
     return out
 
 
-def _evaluate(enc, method: str, split: FeatureSplit, per_item_kappa: bool, as_published: bool = False) -> dict:
+def _confidence(enc, modality: str) -> torch.Tensor:
+    """(N,) confidence of each item's encoding: κ for the vMF family, 1 / mean σ² for the Gaussian
+    one (PCME++'s, docs/study.md §10)."""
+    if enc.family == "vmf":
+        return enc[modality].concentration.double()
+    return 1.0 / enc.log_var[modality].double().exp().mean(dim=-1)
+
+
+def _view_confidence(run: Run, split: FeatureSplit) -> dict:
+    """Per (item, view) confidence (:func:`_confidence`) and severity of every viewed modality of
+    ``split``, the split encoded once per view index with that view in the main features (E13's κ
+    family reads them; missing items hold NaN)."""
+    viewed = [m for m in split.modalities if m in split.views.features]
+    confidence = {m: np.full((len(split), split.views.n_views(m)), np.nan) for m in viewed}
+    for k in range(max(split.views.n_views(m) for m in viewed)):
+        mods = [m for m in viewed if k < split.views.n_views(m)]
+        enc = run.encode(dataclasses.replace(split, features={**split.features,
+                                                              **{m: split.views.features[m][:, k] for m in mods}}))
+        for m in mods:
+            confidence[m][split.present[m], k] = _confidence(enc, m).numpy()[split.present[m]]
+    return {"view_confidence": {m: [_round_nan(row) for row in c.tolist()] for m, c in confidence.items()},
+            "view_severity": {m: [_round(row, 5) for row in split.views.severity[m].tolist()] for m in viewed}}
+
+
+def _round_nan(values) -> list:
+    """Like :func:`_round` (5 digits), NaN (a missing item) stored as null."""
+    return [None if v != v else float(f"{v:.5g}") for v in values]
+
+
+def _evaluate(enc, method: str, split: FeatureSplit, per_item_kappa: bool, as_published: bool = False,
+              margins: bool = False) -> dict:
     """Both distances' metrics and per-query ranks on ``split`` (with the query rows where a task
-    uses fewer than all items), κ summaries (and per-item κ). ``as_published`` (E8) adds the
-    descriptive ranking with the reference code's defects, ``"ssw-as-published"`` (docs/study.md §5)."""
+    uses fewer than all items), κ summaries (and per-item κ). The distances are each method's
+    primary ranking (SSW₁, stored as "ssw"; PCME++'s CSD, stored as "csd") and μ-cosine.
+    ``as_published`` (E8) adds the descriptive ranking with the reference code's defects,
+    ``"ssw-as-published"`` (docs/study.md §5). A split with many-to-many truth adds, per task with
+    text, per-query R-Precision and mAP@R with their chance values (a ranking with every score tied),
+    and the split's per-item ``generality``. ``margins`` (E11's degraded-view test set, E13) adds
+    per query of every single-modality task its ``confidence`` (:func:`_confidence`) and
+    ``margin`` (top-1 minus top-2 μ-cosine score)."""
+    from mmkit.analysis.uncertainty import score_margin
+
     present = {m: torch.from_numpy(split.present[m].copy()) for m in enc}
+    truth = split.text_relevance()
+    relevance = None if truth is None else torch.from_numpy(truth)
     out: dict = {"ids": split.ids.tolist(), "distances": {}}
+    if truth is not None:
+        out["generality"] = split.generality().tolist()
     # (stored name, distance, extra score options) of each ranking
-    rankings = [(distance, distance, {}) for distance in EVALUATION["distances"]]
+    rankings = [(d, d, {}) for d in (ranking_distance(method, d) if d == "ssw" else d for d in EVALUATION["distances"])]
     if as_published:
         rankings.append((PUBLISHED_DISTANCE, "ssw", {"as_published": True}))
     for stored_as, distance, options in rankings:
-        tasks = evaluate_tasks(enc, present, tasks=tasks_for_method(method), distance=distance,
-                               fusion=EVALUATION["fusion"], return_ranks=True, n_samples=EVALUATION["n_samples"],
-                               n_projections=EVALUATION["n_projections"], seed=EVALUATION["seed"], **options)
+        params = {m: (enc[m].loc, enc.log_var[m]) for m in enc} if distance == "csd" else enc
+        tasks = evaluate_tasks(params, present, tasks=tasks_for_method(method), distance=distance,
+                               fusion=EVALUATION["fusion"], return_ranks=True, text_relevance=relevance,
+                               n_samples=EVALUATION["n_samples"], n_projections=EVALUATION["n_projections"],
+                               seed=EVALUATION["seed"], **options)
         per_task = {}
         for query, target in tasks_for_method(method):
             name = task_name(query, target)
             if name not in tasks:
                 continue
-            entry = {k: v for k, v in tasks[name].items() if k != "ranks"}
-            entry["ranks"] = _round(tasks[name]["ranks"].tolist())
             rows = complete_items(present, (target, *query))
+            entry = {k: v for k, v in tasks[name].items() if k != "ranks" and not k.endswith("_per_query")}
+            entry["ranks"] = _round(tasks[name]["ranks"].tolist())
+            relevant = task_relevance(relevance, query, target, rows)
+            if relevant is not None:
+                tied = torch.zeros(relevant.shape, dtype=torch.float64)
+                entry["chance"] = {k: float(fn(tied, relevant).mean()) for k, fn in MANY_TO_MANY_METRICS.items()}
+                entry.update({f"{k}_per_query": _round(tasks[name][f"{k}_per_query"].tolist())
+                              for k in MANY_TO_MANY_METRICS})
+            if margins and len(query) == 1:
+                entry["confidence"] = _round(_confidence(enc, query[0])[rows].tolist())
+                entry["margin"] = _round(score_margin(cosine_scores(enc[query[0]].loc[rows].double(),
+                                                                    enc[target].loc[rows].double())).tolist())
             if len(rows) != len(split):
                 entry["rows"] = rows.tolist()
             per_task[name] = entry
@@ -193,8 +331,10 @@ def run_one(spec: RunSpec, store: str | os.PathLike = STORE, work: str | os.Path
     run = Run(out)
     evaluations = {name: _evaluate(run.encode(split), config.method, split,
                                    per_item_kappa=spec.experiment == "E6" and name != "val",
-                                   as_published=config.as_published)
+                                   as_published=config.as_published, margins=name == "test_degraded")
                    for name, split in evals.items()}
+    if spec.experiment == "E11":  # what E13 reads: per (item, view) confidence on the test split
+        evaluations["test"].update(_view_confidence(run, evals["test"]))
     # κ of the training items as trained on (H3); per item in E3–E5: does it flag the perturbed ones?
     per_item = spec.experiment in ("E3", "E4", "E5")
     evaluations["train"] = {**({"ids": training["train"].ids.tolist()} if per_item else {}),
@@ -326,9 +466,10 @@ def report(experiment: str, store: str | os.PathLike = STORE, tables_dir: str | 
     return lines
 
 
-def missing_runs(experiment: str, store: str | os.PathLike = STORE, data: str = "small",
-                 overrides: Mapping | None = None, seeds: Iterable[int] | None = None) -> list[str]:
+def missing_runs(experiment: str, store: str | os.PathLike = STORE, data: str | None = None,
+                 overrides: Mapping | None = None, seeds: Iterable[int] | None = None,
+                 settings: str | os.PathLike = ROUND2_SETTINGS) -> list[str]:
     """Names of the runs of ``experiment``'s grid that are not stored yet (with their configuration)."""
-    return [s.name for s in grid([experiment], data, overrides, seeds) if not _is_stored(s, store)]
+    return [s.name for s in grid([experiment], data, overrides, seeds, settings) if not _is_stored(s, store)]
 
 
