@@ -24,6 +24,15 @@ The grid (:data:`EXPERIMENTS`, :data:`VARIANTS`) is defined here and run by
 
 Rows go to ``reports/tables/study_summary.csv`` (one file for all experiments; an experiment's
 rows are replaced when it is analysed again, which must reproduce the same numbers).
+
+The second round (§10, Amendment 1: E10–E14) compares Baseline, Proposed, the debiased L_S and
+PCME++ (Chun et al., *Improved probabilistic image-text representations*, ICLR 2024), each ranked
+by its primary distance (SSW₁; CSD for PCME++) and μ-cosine. Its families (:func:`families_of`)
+add R-Precision and mAP@R on the seven tasks with text (margin ±0.02, ``mean7`` rows); E12 and E13
+have no runs of their own and analyse E11's (E12: mAP@R primary, plus descriptive rows by caption
+generality, :func:`generality_rows`; E13: the degraded-view test set and the κ family of
+:func:`kappa_view_tests`). Its runs record ``training_sha256`` and are compared by it
+(:func:`code_provenance`).
 """
 from __future__ import annotations
 
@@ -640,6 +649,10 @@ def kappa_view_tests(experiment: str, results: list[dict], n_resamples: int = BO
       as accuracy) with the method's query confidence, minus that with Baseline's top-1 cosine
       margin and Baseline's reciprocal ranks on the same queries, paired by seed (the queries
       enter through each seed's AURC), against 0 (below 0: κ ranks the queries better).
+
+    A score undefined for some seed (no view of severity >= :data:`SEVERE`, a constant
+    confidence) is left out of its family. Returns rows of ``study_kappa_tests.csv``
+    (:data:`KAPPA_TEST_COLUMNS`).
     """
     from mmkit.analysis.uncertainty import kappa_severity, risk_coverage, severe_auroc
 
@@ -649,7 +662,9 @@ def kappa_view_tests(experiment: str, results: list[dict], n_resamples: int = BO
     rows: list[dict] = []
 
     def add(family: list, level, score, method, against, a, b, name):
-        family.append(_seed_test(experiment, level, score, method, against, a, b, name, n_resamples))
+        # undefined for some seed (no view of that severity, a constant κ): not tested, not in the family
+        if np.isfinite(np.asarray(a, dtype=float)).all() and np.isfinite(np.asarray(b, dtype=float)).all():
+            family.append(_seed_test(experiment, level, score, method, against, a, b, name, n_resamples))
 
     def per_seed(level, method, fn) -> list[float]:
         return [fn(by[(_key(level), method, s)]) for s in e.seeds]

@@ -16,6 +16,14 @@ Execution: local processes (``jobs`` at a time, one torch thread each) or a Slur
 submitit (``executor="slurm"``; ``"local"`` runs submitit's local executor, as the tests do).
 The runner never prints test metrics (``docs/study.md`` §7); the analysis of an experiment
 (:func:`analyse`, ``python -m mmkit study --analyse E1``) refuses an incomplete grid.
+
+The second round (``docs/study.md`` §10, E10–E14) trains with :data:`FIXED_ROUND2` (early
+stopping, one drawn view per item and epoch) and K* and PCME++'s α from
+:data:`ROUND2_SETTINGS` (:func:`read_round2_settings`; no run starts without it). On data with
+many-to-many truth a run also stores per-query R-Precision and mAP@R; E11's runs store what E12
+and E13 analyse: the degraded-view test set (``test_degraded``, with each single-modality query's
+confidence and top-1 μ-cosine margin) and the per (item, view) confidence and severity of the
+test split, computed when the run ends and never summarised here.
 """
 from __future__ import annotations
 
