@@ -100,7 +100,7 @@ def read_round2_settings(path: str | os.PathLike = ROUND2_SETTINGS) -> dict:
             f"{path} does not exist: the second round (E10-E14, docs/study.md §10) starts only after K* (the kappa "
             "search) and PCME++'s alpha are chosen on validation and recorded in docs/hyperparameters.md, and then "
             f"in {path} ({{\"kappa\": {{...}}, \"pseudo_positive_weight\": ..., \"recorded_in\": "
-            "\"docs/hyperparameters.md\"}}; see mmkit.pipeline.study.read_round2_settings)")
+            "\"docs/hyperparameters.md\"}; see mmkit.pipeline.study.read_round2_settings)")
     try:
         settings = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
