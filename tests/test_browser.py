@@ -5,22 +5,30 @@ runs (`python -m mmkit lab`), the Debian chromium driven by Playwright.
   mmkit.retrieval.scores ranks, the sphere figure and the interactive sphere are drawn, and no kernel
   warns about its transport;
 * the retrieval demo run top to bottom, the widget operated (query by search, target modality,
-  distance); the ids the page shows must be exactly those mmkit.retrieval.scores ranks for that query.
+  distance); the ids the page shows must be exactly those mmkit.retrieval.scores ranks for that query;
+  then at 1,280 px with the file browser open, no result list, table column, picker or button overlaps
+  another or is cut (their bounding boxes compared);
+* notebooks run, edited and saved through the lab change the lab's working copy only: the package's
+  notebooks stay byte-identical and `git status` clean.
 
 A screenshot of the app goes to $MMKIT_SCREENSHOT when set, else to the test's temporary folder.
 Without chromium or playwright the test is skipped, except under CI=true, where that is a failure.
 """
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from mmkit.app.browser import demo_page, start_here_page
-from mmkit.core.io import atomic_write_bytes
+from mmkit.app.notebook import NOTEBOOKS
+from mmkit.core.io import atomic_write_bytes, sha256_file
 from mmkit.model.run import Run, encode_split
 from mmkit.training.demo import train_demo_runs
 from retrieval_oracle import expected_top_ids
 
 K = 10
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +80,28 @@ def test_retrieval_demo_in_chromium(browser, tiny, demo_runs, tmp_path):
         assert {name: s["ids"] for name, s in shown(demo).items()} == want
 
         png = demo.screenshot()
+        # a laptop screen: 1,280 px wide with the file browser open; nothing of the app overlaps or is cut
+        assert demo.show_file_browser(1280) > 150
+        assert demo.layout_problems() == []
+        laptop = demo.screenshot()                                   # the whole app, still 1,280 px wide
+        # the check sees overlaps: lists side by side at half the width, their tables as wide as their content
+        # needed before (~560 px), as the widget drew them at 1,440 px
+        style = demo.page.add_style_tag(content=".mmkit-results {flex: 0 0 49% !important} "
+                                                ".mmkit-ranking table {width: 560px !important}")
+        problems = demo.layout_problems()
+        assert any("its table leaves its box" in p for p in problems), problems
+        style.evaluate("node => node.remove()")
     atomic_write_bytes(os.environ.get("MMKIT_SCREENSHOT") or tmp_path / "retrieval_widget.png", png)
+    atomic_write_bytes(tmp_path / "retrieval_widget_1280.png", laptop)
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
 
 
+def _package_notebooks() -> dict[str, str]:
+    return {p.name: sha256_file(p) for p in sorted(NOTEBOOKS.glob("*.ipynb"))}
+
+
 def test_start_here_in_chromium(browser, tiny, demo_runs, tmp_path):
+    shipped = _package_notebooks()
     test = tiny["data"]["test"]
     first = next(str(test.ids[r]) for r in range(len(test))
                  if all(test.present[m][r] for m in ("audio", "image", "text")))
@@ -92,6 +117,19 @@ def test_start_here_in_chromium(browser, tiny, demo_runs, tmp_path):
             assert state["error"] == "" and state["query"] == {"audio": first, "image": first}
             assert state["ids"] == expected_top_ids(enc, test, {"audio": first, "image": first}, "text", "kl", 5)
         png = page.page.screenshot(full_page=True)
+        # run, edited and saved through the lab: the working copy changes, the package's notebooks do not
+        page.save()
+        page.open("01_dataset.ipynb")                                # copied into the lab's folder by `mmkit lab`
+        page.append_markdown("my note, saved by the lab")
+        page.save()
+        saved = {name: page.page.evaluate("p => fetch('/api/contents/' + p).then(r => r.json())", name)["content"]
+                 for name in ("00_start_here.ipynb", "01_dataset.ipynb")}
+    assert any(c["outputs"] for c in saved["00_start_here.ipynb"]["cells"] if c["cell_type"] == "code")
+    assert saved["01_dataset.ipynb"]["cells"][-1]["source"] == "my note, saved by the lab"
+    assert _package_notebooks() == shipped                                 # byte-identical
+    status = subprocess.run(["git", "status", "--porcelain", "--", "mmkit/notebooks", "notebooks"], cwd=ROOT,
+                            capture_output=True, text=True, check=True)
+    assert status.stdout == ""
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
     atomic_write_bytes(tmp_path / "start_here.png", png)
     assert "without encryption" not in log.read_text()          # the kernel started without the transport warning

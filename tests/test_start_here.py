@@ -87,6 +87,21 @@ def test_the_working_copy_keeps_edits_and_follows_untouched_notebooks(tmp_path):
         working_copy(shipped / "sub", shipped)
 
 
+def test_the_kits_lab_has_the_news_toast_off(tmp_path):
+    """JupyterLab started as `make lab` starts it reads the working copy's defaults: no news toast (the
+    notification plugin's default "none" asks about news in a toast over the outputs), no update check."""
+    import urllib.request
+
+    from mmkit.app.browser import jupyterlab_server
+
+    with jupyterlab_server(tmp_path / "lab") as url:
+        with urllib.request.urlopen(f"{url}/lab/api/settings/@jupyterlab/apputils-extension:notification") as answer:
+            settings = json.loads(answer.read())
+    defaults = {name: spec.get("default") for name, spec in settings["schema"]["properties"].items()}
+    assert defaults["fetchNews"] == "false" and defaults["checkForUpdates"] is False
+    assert settings["settings"] == {}                     # the user's own settings are neither read nor written
+
+
 def test_kernel_registration_is_idempotent(tmp_path):
     folder = register_kernel(tmp_path)
     spec = folder / "kernel.json"

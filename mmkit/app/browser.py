@@ -402,6 +402,53 @@ _START_HERE_STATE = """() => {
 }"""
 
 
+# JS: what of the retrieval app is drawn over something else, or cut: boxes of the result lists, their tables
+# and columns, the query pickers and every button, compared pairwise and with what holds them (1 px tolerance).
+_LAYOUT_PROBLEMS = """() => {
+  const app = document.querySelector('.mmkit-retrieval-app');
+  if (!app) return ['no retrieval app on the page'];
+  const box = el => el.getBoundingClientRect();
+  const name = el => (el.className && typeof el.className === 'string' ? el.className.split(' ')
+                      .filter(c => c.startsWith('mmkit-')).join('.') : '') || el.tagName.toLowerCase();
+  const overlap = (a, b) => Math.min(a.right, b.right) - Math.max(a.left, b.left) > 1
+                            && Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top) > 1;
+  const inside = (a, b) => a.left >= b.left - 1 && a.right <= b.right + 1
+                           && a.top >= b.top - 1 && a.bottom <= b.bottom + 1;
+  const problems = [];
+  const pairwise = (els, what) => els.forEach((a, i) => els.slice(i + 1).forEach(b => {
+    if (overlap(box(a), box(b))) problems.push(`${what} overlap: ${name(a)} / ${name(b)}`);
+  }));
+  const held = app.closest('.jp-OutputArea-output') || app.parentElement;
+  if (box(app).right > box(held).right + 1) problems.push(`the app is wider than its output area`);
+  const lists = [...app.querySelectorAll('.mmkit-results')];
+  pairwise(lists, 'result lists');
+  for (const list of lists) {
+    const ranking = list.querySelector('.mmkit-ranking');
+    const table = list.querySelector('table');
+    if (!table) { problems.push(`${name(list)}: no table`); continue; }
+    if (!inside(box(table), box(list))) problems.push(`${name(list)}: its table leaves its box`);
+    if (ranking.scrollWidth > ranking.clientWidth + 1) problems.push(`${name(list)}: its text runs over its width`);
+    const heads = [...table.querySelectorAll('th')];
+    pairwise(heads, `${name(list)} columns`);
+    heads.forEach(th => {
+      if (!inside(box(th), box(table))) problems.push(`${name(list)}: column ${th.textContent} leaves the table`);
+    });
+  }
+  const pickers = [...app.querySelectorAll('[class*="mmkit-query-"]')];
+  pairwise(pickers, 'query pickers');
+  pairwise([...app.querySelectorAll('.widget-hbox')].filter(b => b.querySelector('.mmkit-target')).flatMap(
+           b => [...b.children]), 'controls');
+  for (const button of app.querySelectorAll('button')) {
+    if (button.scrollWidth > button.clientWidth + 1) problems.push(`button "${button.textContent.trim()}" is cut`);
+    const picker = button.closest('[class*="mmkit-query-"]');
+    if (picker && !inside(box(button), box(picker))) {
+      problems.push(`button "${button.textContent.trim()}" leaves its picker`);
+    }
+  }
+  return problems;
+}"""
+
+
 class DemoPage:
     """A notebook open in JupyterLab with the retrieval widget: run it, operate the widget, read the results."""
 
@@ -471,6 +518,39 @@ class DemoPage:
 
     def set_distance(self, distance: str) -> None:
         self._act(lambda: self.page.locator(".mmkit-distance select").select_option(distance))
+
+    def show_file_browser(self, width: int, height: int = 900) -> int:
+        """Make the window ``width`` x ``height`` and open JupyterLab's file browser in the left sidebar;
+        returns the file browser's width in pixels once the app has been laid out again."""
+        self.page.set_viewport_size({"width": width, "height": height})
+        self.page.evaluate("() => { window.jupyterapp.shell.activateById('filebrowser'); }")
+        self.page.wait_for_function("() => { const f = document.getElementById('filebrowser');"
+                                    " return !!f && f.getBoundingClientRect().width > 100; }", timeout=self.timeout_ms)
+        self.page.wait_for_timeout(500)   # the notebook panel is resized after the sidebar opens
+        return int(self.page.evaluate("() => document.getElementById('filebrowser').getBoundingClientRect().width"))
+
+    def layout_problems(self) -> list[str]:
+        """What of the retrieval app overlaps or is cut (empty when it lays out cleanly)."""
+        return self.page.evaluate(_LAYOUT_PROBLEMS)
+
+    def save(self, timeout: float = 60.0) -> None:
+        """Save the current notebook through JupyterLab (File ▸ Save) and wait until it is saved."""
+        self.page.evaluate("async () => { await window.jupyterapp.commands.execute('docmanager:save'); }")
+        self.page.wait_for_function("() => { const w = window.jupyterapp.shell.currentWidget;"
+                                    " return !!w && w.context && !w.context.model.dirty; }", timeout=timeout * 1000)
+
+    def open(self, path: str, timeout: float = 60.0) -> None:
+        """Open the notebook ``path`` (relative to the lab's folder) in JupyterLab and wait for its kernel."""
+        self.page.evaluate("p => { window.jupyterapp.commands.execute('docmanager:open', {path: p}); }", path)
+        self.page.wait_for_function(
+            "p => { const w = window.jupyterapp.shell.currentWidget; return !!(w && w.context && w.context.path === p"
+            " && w.context.isReady); }", arg=path, timeout=timeout * 1000)
+
+    def append_markdown(self, text: str) -> None:
+        """Add a markdown cell holding ``text`` at the end of the current notebook, as a user types one."""
+        self.page.evaluate("t => { const model = window.jupyterapp.shell.currentWidget.content.model;"
+                           " model.sharedModel.insertCell(model.cells.length, {cell_type: 'markdown', source: t}); }",
+                           text)
 
     def screenshot(self) -> bytes:
         """PNG of the whole retrieval app (the window is made tall enough to show all of it)."""

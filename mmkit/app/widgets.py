@@ -10,7 +10,8 @@ Two layers, so that the logic is testable without a browser:
 * :class:`RetrievalApp` — an ``ipywidgets.VBox`` over a session: one picker per modality (caption
   or id search, random item, dropdown; audio player, score image, caption), the target modality,
   the distance, k and the active query modalities; one result list per run side by side (distance,
-  kappa, a mark on the true match) and a preview of any retrieved item.
+  kappa, a mark on the true match; one under another where the notebook is too narrow for both, so
+  that nothing overlaps from 1,280 px wide with the file browser open) and a preview of any retrieved item.
 
 Stable DOM hooks (for the real-browser test and :mod:`mmkit.app.browser`): every widget the user
 operates carries a class ``mmkit-<role>[-<modality>]`` (``mmkit-search-audio``,
@@ -281,10 +282,12 @@ class _MediaView:
         import ipywidgets as w
 
         self.split, self.caption_chars = split, caption_chars
-        self.caption = w.HTML(layout=w.Layout(max_width="520px"))
-        self.audio = w.Audio(value=b"", format="wav", autoplay=False, controls=True, layout=w.Layout(display="none"))
-        self.image = w.Image(value=b"", format="png", layout=w.Layout(display="none", max_width="520px"))
-        self.box = w.VBox([self.caption] + [self.audio] * ("audio" in show) + [self.image] * ("image" in show))
+        self.caption = w.HTML(layout=w.Layout(max_width="100%"))
+        self.audio = w.Audio(value=b"", format="wav", autoplay=False, controls=True,
+                             layout=w.Layout(display="none", max_width="100%"))
+        self.image = w.Image(value=b"", format="png", layout=w.Layout(display="none", max_width="100%"))
+        self.box = w.VBox([self.caption] + [self.audio] * ("audio" in show) + [self.image] * ("image" in show),
+                          layout=w.Layout(max_width="520px"))
 
     def _media(self, widget, modality: str, row: int) -> bool:
         has = modality in self.split.present and bool(self.split.present[modality][row])
@@ -325,16 +328,17 @@ class _ItemPicker:
         self.all_options = [(self.label(r), session.ids[r]) for r in self.rows]
         self.use = w.Checkbox(value=True, description=f"query with {modality}", indent=False)
         self.search = w.Text(placeholder="caption words or id, then Enter", continuous_update=False,
-                             layout=w.Layout(width="240px"))
-        self.random = w.Button(description="random", icon="random", layout=w.Layout(width="90px"),
+                             layout=w.Layout(width="auto", flex="1 1 120px", min_width="0"))
+        self.random = w.Button(description="random", icon="random", layout=w.Layout(width="96px", flex="0 0 96px"),
                                tooltip=f"a random item with {modality}")
-        self.pick = w.Dropdown(options=self.all_options, layout=w.Layout(width="340px"))
+        self.pick = w.Dropdown(options=self.all_options, layout=w.Layout(width="auto", max_width="100%"))
         self.note = w.HTML()
         self.media = _MediaView(split, (modality,), caption_chars=None if modality == "text" else 90)
         for role, widget in (("use", self.use), ("search", self.search), ("random", self.random), ("pick", self.pick)):
             widget.add_class(f"mmkit-{role}-{modality}")
         self.box = w.VBox([self.use, w.HBox([self.search, self.random]), self.pick, self.note, self.media.box],
-                          layout=w.Layout(border="1px solid #ccc", padding="4px", margin="2px"))
+                          layout=w.Layout(border="1px solid #ccc", padding="4px", margin="2px", flex=_PICKER_FLEX,
+                                          min_width="0", max_width="440px"))
         self.box.add_class(f"mmkit-query-{modality}")
 
     def label(self, row: int) -> str:
@@ -398,22 +402,23 @@ class RetrievalApp:
         self.status.add_class("mmkit-status")
         self.results = {}
         for run in session.runs:
-            self.results[run] = w.HTML(layout=w.Layout(width=f"{100 // len(session.runs) - 1}%"))
+            self.results[run] = w.HTML(layout=w.Layout(flex=_RESULT_FLEX, min_width="0", margin="0 12px 8px 0"))
             self.results[run].add_class("mmkit-results")
             self.results[run].add_class(f"mmkit-results-{run_slug(run)}")
-        self.preview_pick = w.Dropdown(description="listen to", layout=w.Layout(width="520px"))
+        self.preview_pick = w.Dropdown(description="listen to", layout=w.Layout(width="auto", max_width="520px"))
         self.preview_pick.add_class("mmkit-preview-pick")
         self.preview = _MediaView(session.split, mods)
         self.widget = w.VBox([
             w.HTML("<h3>Multimodal retrieval</h3>"),
             w.HBox([self.linked]),
-            w.HBox([p.box for p in self.pickers.values()]),
-            w.HBox([self.target, self.distance, self.k]),
+            w.HBox([p.box for p in self.pickers.values()], layout=_WRAP),
+            w.HBox([self.target, self.distance, self.k], layout=_WRAP),
             self.status,
-            w.HBox(list(self.results.values())),
+            w.HBox(list(self.results.values()), layout=_WRAP),
             w.HTML("<b>Retrieved item</b>"), self.preview_pick, self.preview.box,
         ])
         self.widget.add_class("mmkit-retrieval-app")
+        self.widget.layout.max_width = "100%"
         for m, p in self.pickers.items():
             p.pick.observe(lambda ch, m=m: self._on_pick(m, ch["new"]), "value")
             p.search.observe(lambda ch, m=m: self._on_search(m, ch["new"]), "value")
@@ -587,25 +592,34 @@ class RetrievalApp:
         rows = "".join(
             f"<tr style='background:{'#d9f2d9' if hit else '#eef7ee' if row in (truth or ()) else 'none'}'><td>{n}</td>"
             f"<td>{'✔' if hit else '≈' if row in (truth or ()) else ''}</td>"
-            f"{_clipped(i, 190, code=True)}{_clipped(_caption(self.session.split, row), 230)}"
+            f"{_clipped(i, code=True)}{_clipped(_caption(self.session.split, row))}"
             f"<td>{sign * s:.4g}</td><td>{kap:.3g}</td></tr>"
             for n, (i, row, s, kap, hit) in enumerate(zip(r.ids, r.rows, r.scores, r.kappas, r.matches), 1))
         note = "" if r.distance == distance else f" (Gaussian run: {r.distance})"
         return (f'{_RESULT_STYLE}<div class="mmkit-ranking" {head}>{title}{note} · query κ {r.query_kappa:.3g} · '
-                f"true match: {found} (of {r.gallery_size})<table><tr><th>#</th><th>✔</th><th>id</th><th>caption</th>"
-                f"<th>{label}</th><th>κ</th></tr>{rows}</table></div>")
+                f"true match: {found} (of {r.gallery_size})<table>{_COLUMNS}<tr><th>#</th><th>✔</th><th>id</th>"
+                f"<th>caption</th><th title='{label}'>{label}</th><th>κ</th></tr>{rows}</table></div>")
 
 
-_RESULT_STYLE = ("<style>.mmkit-ranking {line-height: 1.35; padding-right: 10px} .mmkit-ranking table "
-                 "{border-collapse: collapse; font-size: 12px} .mmkit-ranking td, .mmkit-ranking th "
-                 "{padding: 1px 4px; text-align: left}</style>")
+# Layout: the pickers and the result lists wrap onto further rows when the notebook is narrower than they
+# need side by side (a laptop screen with JupyterLab's file browser open); a result table takes its list's
+# width exactly (fixed columns, the id and caption cut with "…" and shown whole on hover), so that nothing
+# of one list is drawn over the next.
+_WRAP = {"flex_flow": "row wrap", "align_items": "flex-start", "width": "100%"}
+_PICKER_FLEX = "1 1 280px"
+_RESULT_FLEX = "1 1 440px"
+_COLUMNS = ("<colgroup><col style='width:26px'><col style='width:22px'><col style='width:34%'><col>"
+            "<col style='width:68px'><col style='width:48px'></colgroup>")
+_RESULT_STYLE = ("<style>.mmkit-ranking {line-height: 1.35; overflow-wrap: anywhere} .mmkit-ranking table "
+                 "{border-collapse: collapse; font-size: 12px; table-layout: fixed; width: 100%} .mmkit-ranking td, "
+                 ".mmkit-ranking th {padding: 1px 4px; text-align: left; white-space: nowrap; overflow: hidden; "
+                 "text-overflow: ellipsis}</style>")
 
 
-def _clipped(text: str, px: int, code: bool = False) -> str:
-    """A table cell of at most ``px`` pixels showing ``text`` on one line (all of it on hover)."""
+def _clipped(text: str, code: bool = False) -> str:
+    """A table cell showing ``text`` on one line, cut to its column's width (all of it on hover)."""
     inner = f"<code>{html.escape(text)}</code>" if code else html.escape(text)
-    return (f"<td title='{html.escape(text, quote=True)}' style='max-width:{px}px;white-space:nowrap;"
-            f"overflow:hidden;text-overflow:ellipsis'>{inner}</td>")
+    return f"<td title='{html.escape(text, quote=True)}'>{inner}</td>"
 
 
 def runs_from_json(text: str) -> dict[str, str]:
