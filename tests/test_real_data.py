@@ -176,3 +176,10 @@ def test_training_draws_one_view_per_item_per_epoch(tmp_path):
     sample = fit(TrainConfig(**common), data, tmp_path / "sample", progress=False)
     evalv = fit(TrainConfig(**common, train_views="eval"), data, tmp_path / "eval", progress=False)
     assert sample["history"][-1]["loss"] != evalv["history"][-1]["loss"]
+
+
+def test_specific_captions_keep_note_names_and_articles():
+    attrs = {**ATTRS[0], "first_note": "A", "opening": "a whole tone up", "contour": "arched", "country": "Germany"}
+    text, asserted = truth.caption_for(attrs, 0, key="k")
+    assert "It begins on A with a whole tone up; the melody has an arched contour." in text
+    assert "played on the violin" in text and asserted["first_note"] == "A"

@@ -39,7 +39,7 @@ from mmkit.data.embedded.corpus import COLLECTION_NAMES
 __all__ = ["TRUTH_VERSION", "LEVELS", "ART_COMPOSERS", "tempo_class", "item_attributes", "caption_for", "truth_matrix"]
 
 #: Bump when attributes, captions or the truth rule change (the -real bundles are then re-assembled).
-TRUTH_VERSION = "1"
+TRUTH_VERSION = "2"
 #: Attributes asserted at each specificity level (0: most specific).
 LEVELS: tuple[tuple[str, ...], ...] = (
     ("collection", "kind", "country", "composer", "key", "meter", "instrument", "first_note", "opening", "contour"),
@@ -128,7 +128,7 @@ def caption_for(attributes: Mapping, level: int, key: str) -> tuple[str, dict]:
         where = _pick([f"from {source}", f"taken from {source}"], key, salt + "src")
         if level == 1:
             clause = "".join(f", {p}" for p in parts)
-            text = _pick([f"A piece {where}{clause}, played on {a['instrument']}.",
+            text = _pick([f"A piece {where}{clause}, played on the {a['instrument']}.",
                           f"{_article(a['instrument']).capitalize()} {a['instrument']} playing a piece {where}{clause}."],
                          key, salt)
         else:
@@ -140,7 +140,8 @@ def caption_for(attributes: Mapping, level: int, key: str) -> tuple[str, dict]:
                 detail.append(f"it begins on {a['first_note']}" + (f" with {a['opening']}" if "opening" in a else ""))
             if "contour" in a:
                 detail.append(f"the melody has {_article(a['contour'])} {a['contour']} contour")
-            text = f"{head}, played on {a['instrument']}." + (" " + "; ".join(detail).capitalize() + "." if detail else "")
+            tail = "; ".join(detail)
+            text = f"{head}, played on the {a['instrument']}." + (f" {tail[:1].upper()}{tail[1:]}." if detail else "")
     return " ".join(text.split()), a
 
 

@@ -201,13 +201,22 @@ def add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.
     return audio + gain * noise
 
 
+#: A clean engraving with fewer dark pixels (< 128) than this share is blank (the embedded build's rule).
+MIN_INK = 0.002
+
+
 def render_image_view(excerpt, f: Mapping, seed: int) -> np.ndarray:
     """uint8 (128, 512) score image of one view: engraving in the view's font, scale and spacing
-    (rasterised by rsvg-convert), then the scan-like degradation (albumentations, seeded)."""
+    (rasterised by rsvg-convert), then the scan-like degradation (albumentations, seeded).
+
+    Raises RuntimeError when the clean engraving is blank (:data:`MIN_INK`); a degraded view may be
+    faint, that is what it is for, so the check comes before the degradation."""
     from mmkit.data.render import engrave_svg, rasterize
 
     svg = engrave_svg(excerpt, {"font": f["font"], "scale": f["scale"], "spacingLinear": f["spacing"]})
     gray = rasterize(svg, backend="rsvg")
+    if float((gray < 128).mean()) < MIN_INK:
+        raise RuntimeError(f"blank image ({f['font']}, scale {f['scale']})")
     return degrade(gray, f, seed)
 
 
