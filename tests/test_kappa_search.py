@@ -43,7 +43,7 @@ def test_runner_writes_resumes_and_summarises(tmp_path, capsys):
     assert main(["search-kappa", "--summarise", "--out", str(out)]) == 0
     summary = capsys.readouterr().out
     assert "4 of 56 runs" in summary and "PARTIAL" in summary and "**yes**" not in summary
-    assert "| reference | 2 |" in summary
+    assert "| reference | 2 |" in summary and "of 12 |" in summary  # 2 runs x 6 tasks, query kappa vs margin
 
 
 def _row(setting, mrr, cvs, rho_a, rho_i):
