@@ -141,11 +141,11 @@ def _build_data(args) -> int:
             print("error: --collections does not apply to the -real presets (same works as their base)", file=sys.stderr)
             return 2
         summary = build_real_dataset(args.preset, cache=args.cache, workers=args.workers,
-                                     progress=not args.no_progress, card=card)
+                                     progress=not args.no_progress, card=card or None)
     else:
         summary = build_dataset(args.preset, cache=args.cache,
                                 collections=tuple(args.collections) if args.collections else None,
-                                workers=args.workers, progress=not args.no_progress, card=card)
+                                workers=args.workers, progress=not args.no_progress, card=card or None)
     print(f"bundle: {summary['bundle']}")
     if card:
         print(f"dataset card: {card}")
@@ -514,8 +514,6 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command == "build-data":
-        args.card = args.card or None
     handler = {"build-data": _build_data, "train": _train, "evaluate": _evaluate, "reproduce": _reproduce,
                "study": _study}
     handler["import-features"] = _import_features

@@ -88,3 +88,24 @@ def test_top_level_help_in_a_fresh_process():
     assert "examples:" in proc.stdout and "python -m mmkit reproduce --preset smoke" in proc.stdout
     for command in COMMANDS:
         assert re.search(rf"^    {re.escape(command)}\b", proc.stdout, re.M), command
+
+
+@pytest.mark.parametrize("argv,card", [
+    (["--preset", "small"], "reports/dataset_card.md"),            # the committed card of make reproduce
+    (["--preset", "tiny"], "reports/dataset_card_tiny.md"),        # other presets never overwrite it
+    (["--preset", "tiny", "--card", ""], None),                     # '' skips the card
+    (["--preset", "small", "--card", "x.md"], "x.md"),
+])
+def test_build_data_card_path(monkeypatch, argv, card):
+    import mmkit.data.embedded.build as build
+    from mmkit.__main__ import main
+
+    seen = {}
+
+    def fake(preset, **kw):
+        seen["card"] = kw["card"]
+        return {"bundle": "b", "items": 1, "train": 1, "val": 0, "test": 0, "skipped": 0, "seconds": 0}
+
+    monkeypatch.setattr(build, "build_dataset", fake)
+    assert main(["build-data", *argv]) == 0
+    assert seen["card"] == card
