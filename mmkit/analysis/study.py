@@ -471,12 +471,13 @@ def is_exploratory(experiment: str, n_seeds: int) -> bool:
 
 def verdict_table(rows: Iterable[Mapping]) -> str:
     """Markdown table of the primary family: per experiment, level and variant, the count of each
-    verdict (:data:`~mmkit.analysis.statistics.VERDICTS`) over the nine tasks, the nine-task mean
-    difference with its 95 % interval, the number of
-    seeds and the protocol's pattern (:func:`decision`). ``rows``: ``study_summary.csv``'s rows."""
+    verdict (:data:`~mmkit.analysis.statistics.VERDICTS`) over the family's tasks (nine; seven for
+    R-Precision and mAP@R), the mean difference over those tasks (``mean9`` / ``mean7``, named with
+    its metric) with its 95 % interval, the number of seeds and the protocol's pattern
+    (:func:`decision`). ``rows``: ``study_summary.csv``'s rows."""
     rows = [_numeric(r) for r in rows]
     lines = ["| experiment | level | variant − Baseline | gain | harm | equivalent | at floor | inconclusive "
-             "| mean9 ΔMRR [95 %] | seeds | pattern |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| mean Δ over the tasks [95 %] | seeds | pattern |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     experiments = sorted({r["experiment"] for r in rows}, key=lambda e: EXPERIMENTS[e].number if e in EXPERIMENTS else 99)
     for experiment in experiments:
         mine = [r for r in rows if r["experiment"] == experiment and r["family"] == "primary"]
@@ -486,7 +487,8 @@ def verdict_table(rows: Iterable[Mapping]) -> str:
                       for v in ("gain", "harm", "equivalent", "at floor", "inconclusive")]
             nine = next(r for r in cell if r["task"] in MEAN_TASKS)
             lines.append(f"| {experiment} | {level} | {variant} | " + " | ".join(map(str, counts))
-                         + f" | {nine['difference']:+.4f} [{nine['ci_low']:+.4f}, {nine['ci_high']:+.4f}] "
+                         + f" | {nine['task']} Δ{nine['metric']} {nine['difference']:+.4f} "
+                         f"[{nine['ci_low']:+.4f}, {nine['ci_high']:+.4f}] "
                          f"| {nine['n_seeds']} | {decision(rows, level, variant, experiment)}"
                          f"{' (exploratory)' if is_exploratory(experiment, nine['n_seeds']) else ''} |")
     return "\n".join(lines) + "\n"
@@ -903,7 +905,7 @@ def analyse(experiment: str, store: str | os.PathLike = "reports/study", tables_
             if variant != "baseline":
                 nine = next(r for r in rows if r["family"] == "primary" and r["level"] == _key(level)
                             and r["method"] == variant and r["task"] in MEAN_TASKS)
-                yield (f"  {level} {variant}: {decision(rows, level, variant)}{' (exploratory)' if exploratory else ''} (mean9 ΔMRR {nine['difference']:+.4f}, "
+                yield (f"  {level} {variant}: {decision(rows, level, variant)}{' (exploratory)' if exploratory else ''} ({nine['task']} Δ{nine['metric']} {nine['difference']:+.4f}, "
                        f"95 % CI [{nine['ci_low']:+.4f}, {nine['ci_high']:+.4f}])")
     for t in tests:
         if t["family"] in ("H3", "H12", "H16-rho", "H16-aurc"):
