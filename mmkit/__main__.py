@@ -244,11 +244,12 @@ def _study(args) -> int:
 
     names = args.experiments or list(EXPERIMENTS)
     if args.verdicts:
-        from mmkit.analysis.study import validation_table
+        from mmkit.analysis.study import kappa_table, validation_table
         from mmkit.pipeline.study import write_verdicts
 
         print(write_verdicts(args.tables_dir).read_text())
-        print(validation_table(args.store, args.experiments or None), end="")
+        print(validation_table(args.store, args.experiments or None))
+        print(kappa_table(args.store, args.experiments or None), end="")
         return 0
     if args.analyse:
         from mmkit.pipeline.study import report
@@ -487,7 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--analyse", action="store_true", help="analyse the named experiments (refuses incomplete grids)")
     st.add_argument("--verdicts", action="store_true", help="print (and write to study_verdicts.md) the primary "
                                                              "verdicts of every experiment analysed so far, then the "
-                                                             "validation score of every stored run's cell")
+                                                             "validation score and the validation κ (mean, median, "
+                                                             "CV, runs at kappa_max) of every stored run's cell")
     st.add_argument("--jobs", type=int, default=2, help="runs at a time, one torch thread each (default: 2)")
     st.add_argument("--executor", choices=["processes", "slurm", "local"], default="processes",
                     help="local processes, or submitit on Slurm ('local': submitit's local executor; "

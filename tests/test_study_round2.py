@@ -271,3 +271,25 @@ def test_e13_kappa_family_against_independent_oracles(three_seeds):
     holm = [float(t["p_holm"]) for t in tests if t["family"] == "H16-aurc"]
     assert all(ph >= float(t["p"]) - 1e-12 for ph, t in zip(holm, [t for t in tests if t["family"] == "H16-aurc"]))
     assert any(line.startswith("  κ rho_severity_audio real proposed − 0") for line in lines)
+
+
+def test_kappa_table_counts_runs_whose_median_kappa_sits_at_the_log_heads_bound(tmp_path):
+    """Known answer: two seeds of one cell, one with its median κ at kappa_max; first-round runs
+    (no quantiles) and softplus runs (no bound) are handled."""
+    def store(name, variant, seed, q50, head="log", quantiles=True):
+        kappa = {"mean": q50 - 1.0, "q50": q50, "cv": 0.2} if quantiles else {"mean": 101.0, "mean_log": 4.6}
+        run = {"level": "real", "variant": variant, "seed": seed,
+               "config": {"kappa_head": head, "kappa_max": 100.0}, "splits": {"val": {"kappa": {"audio": kappa}}}}
+        (tmp_path / "E11").mkdir(exist_ok=True)
+        (tmp_path / "E11" / f"{name}.json").write_text(json.dumps(run))
+
+    store("b0", "baseline", 0, 100.0)
+    store("b1", "baseline", 1, 50.0)
+    store("p0", "proposed", 0, 100.0, head="softplus")
+    store("d0", "debiased", 0, 0.0, quantiles=False)
+    lines = analysis.kappa_table(tmp_path, ["E11"]).splitlines()
+    assert "| E11 | real | baseline | audio | 2 | 74.0 | 75.0 | 20.0 % | 1 |" in lines
+    assert "| E11 | real | proposed | audio | 1 | 99.0 | 100.0 | 20.0 % | 0 |" in lines
+    assert not any("debiased" in line for line in lines)
+    with pytest.raises(ValueError, match="unknown experiment"):
+        analysis.kappa_table(tmp_path, ["E99"])

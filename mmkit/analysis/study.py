@@ -53,7 +53,7 @@ from mmkit.analysis.statistics import (at_floor, chance_level, crossed_t_test, d
 from mmkit.core.io import atomic_write_text
 from mmkit.vocab import PAPER_TASKS, ranking_distance, task_name
 
-__all__ = ["NOT_TRAINING_CODE", "CODE_EQUIVALENCE", "PROVENANCE_COLUMNS", "code_version_of", "training_code_changes",
+__all__ = ["NOT_TRAINING_CODE", "CODE_EQUIVALENCE", "PROVENANCE_COLUMNS", "code_version_of", "kappa_table", "training_code_changes",
            "provenance_status", "code_provenance", "Experiment", "EXPERIMENTS", "VARIANTS", "MARGINS", "FAMILIES", "DESCRIPTIVE", "SUMMARY_COLUMNS", "load_results",
            "incomplete", "reference_runs", "ROUND2_VARIANTS", "TEXT_METRICS", "TEXT_TASKS", "MEAN_TASKS",
            "EXPERIMENT_FAMILIES", "families_of", "tasks_of", "GENERALITY_STRATA", "generality_rows", "SEVERE", "AURC_TASKS",
@@ -518,6 +518,39 @@ def validation_table(store: str | os.PathLike, experiments: Iterable[str] | None
                 sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
                 lines.append(f"| {experiment} | {level} | {variant} | {len(values)} | {np.mean(values):.3f} ± {sd:.3f} "
                              f"| {np.mean(seconds):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def kappa_table(store: str | os.PathLike, experiments: Iterable[str] | None = None, split: str = "val") -> str:
+    """Markdown table of the learned concentrations of the stored runs on ``split`` (default the
+    validation split, so it may be shown before an analysis): per experiment, level, variant and
+    modality, over the seeds, the mean of each run's mean κ, median κ and coefficient of variation
+    across items, and how many runs have their median κ at the upper bound ``kappa_max`` of the log
+    head (where κ gets no gradient: a "spread" there partly separates the items at the bound from
+    the rest). Runs without these summaries on ``split`` (the first round's stored no quantiles)
+    are left out."""
+    lines = ["| experiment | level | variant | modality | runs | mean κ | median κ | CV of κ | runs with median κ at "
+             "kappa_max |", "|---|---|---|---|---|---|---|---|---|"]
+    for experiment in experiments or EXPERIMENTS:
+        if experiment not in EXPERIMENTS:
+            raise ValueError(f"unknown experiment {experiment!r}; the grid has {sorted(EXPERIMENTS)}")
+        cells: dict = {}
+        for r in load_results(experiment, store):
+            kappa = (r.get("splits", {}).get(split) or {}).get("kappa")
+            if not kappa or not all({"mean", "q50", "cv"} <= set(k) for k in kappa.values()):
+                continue
+            config = r.get("config", {})
+            cap = float(config["kappa_max"]) if config.get("kappa_head") == "log" else math.inf
+            for m, k in kappa.items():
+                cells.setdefault((_key(r["level"]), r["variant"], m), []).append(
+                    (float(k["mean"]), float(k["q50"]), float(k["cv"]), float(k["q50"]) >= cap))
+        e = EXPERIMENTS[experiment]
+        for level in e.levels:
+            for variant in e.variants:
+                for m in sorted({key[2] for key in cells if key[:2] == (_key(level), variant)}):
+                    mean, median, cv, capped = np.array(cells[(_key(level), variant, m)]).T
+                    lines.append(f"| {experiment} | {level} | {variant} | {m} | {len(mean)} | {np.mean(mean):.1f} "
+                                 f"| {np.mean(median):.1f} | {100 * np.mean(cv):.1f} % | {int(capped.sum())} |")
     return "\n".join(lines) + "\n"
 
 
