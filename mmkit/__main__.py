@@ -1,7 +1,8 @@
 """Command-line entry point: ``python -m mmkit <command>`` (``mmkit <command>`` once installed).
 
 Commands: ``build-data``, ``import-features``, ``train``, ``evaluate``, ``reproduce`` (the notebook
-pipeline), ``study`` (the pre-registered study) and ``lab`` (JupyterLab on the notebooks, ``make lab``).
+pipeline), ``study`` (the pre-registered study), ``search-kappa``, ``demo-runs`` (the pretrained pair
+shipped for the start-here notebook) and ``lab`` (JupyterLab on the notebooks, ``make lab``).
 ``train`` without ``--data`` trains on the synthetic demo bundle and says so before it starts.
 ``--help`` shows :data:`DESCRIPTION`, a one-line summary per command, every option with its default,
 and examples (:data:`EXAMPLES`).
@@ -305,6 +306,51 @@ def _search_kappa_parser(sub) -> None:
     k.add_argument("--summarise", action="store_true", help="write and print <out>/summary.md, train nothing")
 
 
+def _demo_runs_parser(sub) -> None:
+    from mmkit.app.demo import DEMO_RUNS
+    from mmkit.pipeline.study import FIXED_ROUND2, ROUND2_SETTINGS
+
+    d = _command(sub, "demo-runs", "train the pretrained Proposed / Baseline pair that 00_start_here uses on tiny "
+                                   "and write it, with its card, into the package",
+                 "Trained on --data's training split without every item whose near-duplicate group occurs in "
+                 "--exclude (the best epoch chosen on its validation split without them either; the test split "
+                 "is never read), with the study's second-round settings and K* (seed 0). Only the weights, "
+                 "config, manifest and metrics are shipped; card.json and CARD.md say how they were trained.",
+                 "  python -m mmkit demo-runs\n"
+                 "  python -m mmkit demo-runs --data /path/to/music21-small-seed0-v1.2 --exclude tiny --cache .cache/mmkit")
+    d.add_argument("--data", default="small", help="preset or bundle directory trained on (default: small)")
+    d.add_argument("--exclude", default="tiny", help="preset or bundle directory whose near-duplicate groups are left "
+                                                     "out of training and validation (default: tiny)")
+    d.add_argument("--cache", default=None, help="dataset cache for the presets (default: $MMKIT_CACHE or .cache/mmkit)")
+    d.add_argument("--out", default=str(DEMO_RUNS), help=f"where the shipped pair and its card go (default: "
+                                                         f"{DEMO_RUNS}, the package's)")
+    d.add_argument("--work", default="runs/demo-runs", help="full training runs with checkpoints, git-ignored; a "
+                                                            "rerun resumes (default: runs/demo-runs)")
+    d.add_argument("--settings", default=str(ROUND2_SETTINGS), help=f"the second round's settings, K* read from it "
+                                                                    f"(default: {ROUND2_SETTINGS})")
+    d.add_argument("--epochs", type=int, default=FIXED_ROUND2["epochs"],
+                   help=f"most epochs per run, patience {FIXED_ROUND2['patience']} (default: {FIXED_ROUND2['epochs']}, "
+                        "the study's second round)")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _demo_runs(args) -> int:
+    import shlex
+
+    from mmkit.data import resolve_data
+    from mmkit.pipeline.demo import card_markdown, train_demo_pair
+
+    command = shlex.join(["python", "-m", "mmkit", "demo-runs", "--data", args.data, "--exclude", args.exclude]
+                         + (["--cache", args.cache] if args.cache else []) + ["--epochs", str(args.epochs)])
+    data = resolve_data(args.data, cache_dir=args.cache, progress=not args.no_progress)
+    exclude = resolve_data(args.exclude, cache_dir=args.cache, progress=not args.no_progress)
+    card = train_demo_pair(data, exclude, out=args.out, work=args.work, settings=args.settings, epochs=args.epochs,
+                           command=command, progress=not args.no_progress)
+    print(card_markdown(card), end="")
+    print(f"written to {args.out}")
+    return 0
+
+
 def _lab_parser(sub) -> None:
     lab = _command(sub, "lab", "start JupyterLab on the notebooks, as make lab does: kernel 'mmkit' registered, "
                                "widgets extension checked, URL printed",
@@ -507,6 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--figures-dir", dest="figures_dir", default="reports/figures",
                     help="analysis figures (default: reports/figures)")
     _search_kappa_parser(sub)
+    _demo_runs_parser(sub)
     _lab_parser(sub)
     return parser
 
@@ -521,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     handler["import-features"] = _import_features
     handler["lab"] = _lab
     handler["search-kappa"] = _search_kappa
+    handler["demo-runs"] = _demo_runs
     return handler[args.command](args)
 
 
