@@ -10,6 +10,11 @@ import pytest
 
 from mmkit.app.notebook import NOTEBOOKS as NOTEBOOK_DIR
 from mmkit.app.notebook import ParameterError, check_parameters, declared_parameters, run_notebook
+from mmkit.data import make_synthetic_bundle
+from mmkit.model.run import Run
+from mmkit.pipeline.study import ROUND2_SETTINGS, read_round2_settings
+
+ROOT = Path(__file__).resolve().parents[1]
 
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 #: The one list of the notebooks and their tiny parameters (a new notebook adds its entry here). The
@@ -26,9 +31,12 @@ TINY_PARAMETERS = {
     # one seed of E1 with tiny training settings (a check of the driver, not study results)
     "08_when_ls_helps.ipynb": {"experiments": '["E1"]', "seeds": "0", "jobs": 1, "analyse": False,
                                "overrides": '{"epochs": 1, "batch_size": 16, "hidden": 16, "layers": 1, "n_samples": 4}'},
+    "09_uncertainty.ipynb": {"epochs": 2, "n_resamples": 50},  # trains its quick model on `views_data`
 }
 #: The notebooks that read the 02 run.
 USES_TRAIN_RUN = ("03_evaluate.ipynb", "04_ablation.ipynb", "06_sphere.ipynb")
+#: The notebooks that need data with views (`views_data`, a synthetic bundle, instead of `tiny`).
+USES_VIEWS = ("09_uncertainty.ipynb",)
 #: What each notebook must have written, relative to its test's folder (tables/, figures/, ...).
 OUTPUTS = {
     "00_start_here.ipynb": ["demo-runs/proposed/best.pt", "demo-runs/baseline/best.pt"],
@@ -41,6 +49,8 @@ OUTPUTS = {
     "07_retrieval_demo.ipynb": ["demo-runs/proposed/best.pt", "demo-runs/baseline/best.pt"],
     "08_when_ls_helps.ipynb": ["store/E1/clean-baseline-s0.json", "store/E1/clean-debiased-s0.json",
                                "store/E1/clean-proposed-0.1-s0.json", "store/E1/clean-proposed-s0.json"],
+    "09_uncertainty.ipynb": ["demo-runs/proposed-s0/best.pt", "figures/uncertainty_severity.pdf",
+                             "figures/uncertainty_selective.pdf"],
 }
 
 
@@ -87,6 +97,13 @@ def data(tiny) -> str:
 
 
 @pytest.fixture(scope="module")
+def views_data(tmp_path_factory) -> str:
+    """A small synthetic bundle with 4 views per modality and many-to-many caption truth."""
+    path = tmp_path_factory.mktemp("views") / "bundle"
+    return str(make_synthetic_bundle(path, n_items=(120, 60, 60), truth=True, views=4, seed=0))
+
+
+@pytest.fixture(scope="module")
 def train_run(data, tmp_path_factory) -> Path:
     """02 executed once (its own test checks it); its run is the input of 03, 04 and 06."""
     folder = tmp_path_factory.mktemp("02_train")
@@ -95,10 +112,11 @@ def train_run(data, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("name", sorted(TINY_PARAMETERS))
-def test_notebook_executes(name, data, request, tmp_path):
+def test_notebook_executes(name, request, tmp_path):
     if name == "02_train.ipynb":
         assert (request.getfixturevalue("train_run") / "best.pt").is_file()
         return
+    data = request.getfixturevalue("views_data" if name in USES_VIEWS else "data")
     run = request.getfixturevalue("train_run") if name in USES_TRAIN_RUN else None
     executed = _execute(name, data, tmp_path, run)
     if name == "07_retrieval_demo.ipynb":  # the listing shows KL as the app does: "KL ↓", a divergence (>= 0)
@@ -109,6 +127,20 @@ def test_notebook_executes(name, data, request, tmp_path):
     if name == "08_when_ls_helps.ipynb":  # the grid's runs of E1 at seed 0, nothing else
         assert sorted(p.name for p in (tmp_path / "store" / "E1").glob("*.json")) == [
             "clean-baseline-s0.json", "clean-debiased-s0.json", "clean-proposed-0.1-s0.json", "clean-proposed-s0.json"]
+    if name == "09_uncertainty.ipynb":  # both figures shown; by default the quick model has K* and drawn views
+        shown = [o for c in executed["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+        assert len(shown) == 2
+        config = Run(tmp_path / "demo-runs" / "proposed-s0").config
+        k_star = read_round2_settings(ROOT / ROUND2_SETTINGS)["kappa"]
+        assert config.train_views == "sample" and {k: getattr(config, k) for k in k_star} == k_star
+
+
+def test_uncertainty_refuses_data_without_views(tmp_path):
+    bundle = make_synthetic_bundle(tmp_path / "bundle", n_items=(30, 10, 10))
+    with pytest.raises(Exception, match="has no views: use a -real preset"):
+        run_notebook(NOTEBOOK_DIR / "09_uncertainty.ipynb", tmp_path / "x.ipynb", {"data": str(bundle)}, cwd=tmp_path,
+                     progress=False)
+    assert not (tmp_path / "runs").exists()  # refused before training
 
 
 def test_parameter_validation(tmp_path):
