@@ -15,14 +15,14 @@ hidden 256 and two layers, batch 128, up to 60 epochs with patience 8, one threa
 (λ_S = 0), the methods of Nakatsuka, Hamasaki & Goto (ISMIR 2024).
 
 Only what inference needs is shipped (:data:`mmkit.app.demo.SHIPPED_FILES`); the card
-(``card.json``, ``CARD.md``) records the command, settings, data, exclusions, code version, best
-epoch, validation MRR, κ spread per modality and the SHA-256 of every shipped file.
+(``card.json``, ``CARD.md``) records the command, settings, data, exclusions, each run's code
+version (:func:`mmkit.model.run.code_version` as the run's start recorded it), best epoch,
+validation MRR, κ spread per modality and the SHA-256 of every shipped file.
 """
 from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Mapping
 
@@ -34,7 +34,7 @@ from mmkit.core.io import atomic_write_bytes, atomic_write_json, atomic_write_te
 from mmkit.data.bundle import FeatureSplit
 from mmkit.data.perturb import select_rows
 from mmkit.model.config import TrainConfig
-from mmkit.model.run import Run, code_version, data_fingerprint, encode_split, kappa_statistics
+from mmkit.model.run import Run, data_fingerprint, encode_split, kappa_statistics
 from mmkit.pipeline.study import FIXED_ROUND2, ROUND2_SETTINGS, read_round2_settings
 
 __all__ = ["DEMO_SEED", "KAPPA_SHOWN", "excluded_groups", "without_groups", "demo_configs", "train_demo_pair",
@@ -130,9 +130,8 @@ def train_demo_pair(data: Mapping[str, FeatureSplit], exclude: Mapping[str, Feat
     runs = {}
     for name, config in configs.items():
         folder = DEMO_NAMES[name][0]
-        started = time.perf_counter()
         summary = fit(config, {"train": train, "val": val}, work / folder, progress=progress)
-        seconds = time.perf_counter() - started
+        seconds = sum(row["seconds"] for row in summary["history"])  # every epoch's, also across a resume
         for f in SHIPPED_FILES:
             atomic_write_bytes(out / folder / f, (work / folder / f).read_bytes())
         shipped = Run(out / folder)
@@ -144,7 +143,8 @@ def train_demo_pair(data: Mapping[str, FeatureSplit], exclude: Mapping[str, Feat
         runs[name] = {"folder": folder, "config": config.to_dict(), "best_epoch": metrics["best_epoch"],
                       "stopped_epoch": summary["stopped_epoch"], "val_mrr": round(metrics["val_score"], 6),
                       "val_mrr_by_task": {t: round(v["MRR"], 6) for t, v in metrics["val_tasks"].items()},
-                      "val_kappa": spread, "seconds": round(seconds, 1)}
+                      "val_kappa": spread, "seconds": round(seconds, 1),
+                      "code_version": shipped.manifest["code_version"]}  # as the run's start recorded it
     card = {"what": "a pretrained Proposed (lambda_S = 1) and Baseline pair for the start-here notebook, trained "
                     "without any item of the excluded bundle's near-duplicate groups (train and validation); the "
                     "test split is not read",
@@ -152,7 +152,7 @@ def train_demo_pair(data: Mapping[str, FeatureSplit], exclude: Mapping[str, Feat
             "data": _bundle_record(data), "excluded": {**_bundle_record(exclude), "groups": len(groups)},
             "train_items": len(train), "val_items": len(val),
             "left_out_items": {"train": dropped_train, "val": dropped_val},
-            "code_version": code_version(), "runs": runs,
+            "runs": runs,
             "files": {f"{r['folder']}/{f}": sha256_file(out / r["folder"] / f) for r in runs.values()
                       for f in SHIPPED_FILES}}
     atomic_write_json(out / CARD_JSON, card)
@@ -160,14 +160,20 @@ def train_demo_pair(data: Mapping[str, FeatureSplit], exclude: Mapping[str, Feat
     return card
 
 
+def _commit(version: Mapping) -> str:
+    if not version["commit"]:
+        return "not in git"
+    return f"commit {version['commit'][:12]}" + (" with uncommitted changes" if version["dirty"] else "")
+
+
 def card_markdown(card: Mapping) -> str:
     """A few lines of Markdown saying what ``card.json`` holds."""
-    data, excluded, code = card["data"], card["excluded"], card["code_version"]
+    data, excluded = card["data"], card["excluded"]
     first = next(iter(card["runs"].values()))
-    commit = f"{code['commit']}{' (uncommitted changes)' if code['dirty'] else ''}" if code["commit"] else "not in git"
-    lines = ["# The pretrained demo pair", "",
-             f"Written by `{card['command']}`, code {commit} (training code SHA-256 {code['training_sha256'][:16]}...).",
-             "",
+    lines = ["# The pretrained demo pair", "", f"Written by `{card['command']}`.", "",
+             "Code at the start of each run (`mmkit.model.run.code_version`): " + "; ".join(
+                 f"{name} {_commit(r['code_version'])}, training code SHA-256 "
+                 f"{r['code_version']['training_sha256'][:16]}..." for name, r in card["runs"].items()) + ".", "",
              f"Trained on `{data['bundle']}` (manifest SHA-256 {data['manifest_sha256'][:16]}...): "
              f"{card['train_items']} training items, after leaving out the {card['left_out_items']['train']} whose "
              f"near-duplicate group is one of the {excluded['groups']} groups of `{excluded['bundle']}`; the best "
