@@ -388,3 +388,24 @@ def test_wilson_interval_is_exact_at_zero_and_all_hits_and_the_figure_draws_them
                  "spearman_kappa_vs_reciprocal_rank": 0.1}
     fig = kappa_reliability_figure({"A->I": ranks_bin, "A&T->I": ranks_bin})
     assert fig.axes
+
+
+def test_publication_style_restores_only_its_own_parameters():
+    """Leaving the context restores the keys it set and leaves every other parameter as the body
+    left it: a Jupyter kernel that loads its backend inside the context switches interactive mode
+    on there, and restoring all of rcParams (``matplotlib.rc_context``) switched it off again, so
+    later figures were never shown (09_uncertainty's test executes that case in a kernel)."""
+    import matplotlib as mpl
+
+    from mmkit.viz.style import PUBLICATION_RC, publication_style
+
+    key = next(iter(PUBLICATION_RC))
+    was_interactive, before = mpl.is_interactive(), mpl.rcParams[key]
+    try:
+        with publication_style():
+            assert mpl.rcParams[key] == PUBLICATION_RC[key]
+            mpl.interactive(not was_interactive)
+        assert mpl.rcParams[key] == before
+        assert mpl.is_interactive() is (not was_interactive)
+    finally:
+        mpl.interactive(was_interactive)

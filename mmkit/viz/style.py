@@ -20,7 +20,7 @@ import re
 import tempfile
 from io import BytesIO
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from mmkit.core.io import atomic_write_bytes, atomic_write_text
 
@@ -66,15 +66,26 @@ def _rc() -> dict:
 PUBLICATION_RC = _rc()
 
 
-def publication_style() -> contextlib.AbstractContextManager:
+@contextlib.contextmanager
+def publication_style() -> Iterator[None]:
     """Context manager: matplotlib figures created inside use :data:`PUBLICATION_RC`.
+
+    Only the keys of :data:`PUBLICATION_RC` are set and restored on exit. (``matplotlib.rc_context``
+    restores every parameter, ``interactive`` included: in a Jupyter kernel whose backend is first
+    loaded inside the context, that switched interactive mode off again on exit, and every later
+    figure of the kernel was drawn but never shown.)
 
     >>> with publication_style():
     ...     fig, ax = plt.subplots()
     """
     import matplotlib as mpl
 
-    return mpl.rc_context(PUBLICATION_RC)
+    before = {key: mpl.rcParams[key] for key in PUBLICATION_RC}
+    mpl.rcParams.update(PUBLICATION_RC)
+    try:
+        yield
+    finally:
+        mpl.rcParams.update(before)
 
 
 def set_publication_style() -> None:
