@@ -1,6 +1,7 @@
 """The pretrained demo pair shipped for the start-here notebook (issue 25 item 3): the exclusion of the
 near-duplicate groups of `tiny` (a known answer on a synthetic bundle), `python -m mmkit demo-runs`
-end to end on synthetic data."""
+end to end on synthetic data, and the shipped pair itself (its card matches its files, it loads
+read-only and encodes features of tiny's shape). Its notebook path is tests/test_start_here.py's."""
 import json
 import subprocess
 import sys
@@ -10,11 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from mmkit.app.demo import CARD_JSON, CARD_MD, DEMO_NAMES, SHIPPED_FILES, demo_card, verify_demo_runs
+from mmkit.app.demo import (CARD_JSON, CARD_MD, DEMO_NAMES, DEMO_RUNS, SHIPPED_FILES, demo_card, demo_runs,
+                            demo_summary, verify_demo_runs)
+from mmkit.app.widgets import RetrievalSession
 from mmkit.data.bundle import FeatureSplit, load_bundle, make_synthetic_bundle, save_bundle
 from mmkit.model.run import Run, data_fingerprint
 from mmkit.pipeline.demo import excluded_groups, without_groups
 
+ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "val", "test")
 
 
@@ -54,7 +58,8 @@ def test_exclusion_leaves_out_exactly_the_items_of_groups_seen_in_the_reference(
 
 
 def test_demo_runs_command_trains_ships_only_inference_files_and_writes_a_matching_card(tmp_path):
-    groups = {s: [f"{s[:2]}{i // 2}" for i in range(n)] for s, n in zip(SPLITS, (300, 60, 60))}   # pairs share a group
+    # pairs of neighbours share a group: tr0 tr0 tr1 tr1 ... in train, va0 va0 ... in val, te0 ... in test
+    groups = {s: [f"{s[:2]}{i // 2}" for i in range(n)] for s, n in zip(SPLITS, (300, 60, 60))}
     data = _grouped_bundle(tmp_path / "data", groups)
     reference = _grouped_bundle(tmp_path / "ref", {"train": ["tr0", "tr7"], "val": ["va3", "x100"], "test": ["tr25", "x1"]})
     settings = tmp_path / "round2.json"
@@ -109,3 +114,54 @@ def _sha256(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_shipped_pair_matches_its_card():
+    """Every shipped file has the SHA-256 its card records; only what inference needs is shipped (a few
+    MB); the card says the pair was trained on small without tiny's groups, with K* and the study's
+    second-round settings."""
+    card = demo_card()
+    assert verify_demo_runs() == card["files"]
+    assert sorted(p.name for p in DEMO_RUNS.iterdir() if p.name != "__pycache__") == \
+        sorted([CARD_JSON, CARD_MD, *(f for f, _, _ in DEMO_NAMES.values())])
+    size = sum(p.stat().st_size for p in DEMO_RUNS.rglob("*") if p.is_file())
+    assert size < 8e6, size
+    kstar = json.loads((ROOT / "reports" / "study" / "round2_settings.json").read_text())["kappa"]
+    assert card["settings"]["kappa"] == kstar
+    assert card["data"]["bundle"].startswith("music21-small-") and card["excluded"]["bundle"].startswith("music21-tiny-")
+    assert card["excluded"]["groups"] > 0 and card["left_out_items"]["train"] > 0
+    assert card["train_items"] + card["left_out_items"]["train"] == card["data"]["items"]["train"]
+    for name, (folder, method, lam) in DEMO_NAMES.items():
+        run, recorded = Run(DEMO_RUNS / folder), card["runs"][name]
+        assert sorted(p.name for p in run.path.iterdir()) == sorted(SHIPPED_FILES)
+        assert run.config.to_dict() == recorded["config"] and (run.config.method, run.config.lambda_s) == (method, lam)
+        assert {k: getattr(run.config, k) for k in kstar} == kstar and run.config.seed == 0
+        assert run.config.patience == 8 and run.config.epochs == 60
+        assert run.metrics["best_epoch"] == recorded["best_epoch"] and run.metrics["val_score"] == \
+            pytest.approx(recorded["val_mrr"], abs=1e-6)
+        assert run.manifest["code_version"] == recorded["code_version"] and recorded["code_version"]["dirty"] is False
+        assert set(torch.load(run.path / "best.pt", weights_only=True)) == {"model", "epoch"}
+    assert (DEMO_RUNS / CARD_MD).read_text().startswith("# The pretrained demo pair")
+    assert f"trained on {card['train_items']} items of {card['data']['bundle']}" in demo_summary()
+
+
+def test_the_shipped_pair_loads_and_encodes_features_of_tinys_shape():
+    runs = demo_runs()
+    dims = Run(runs["Proposed"]).in_dims
+    assert dims == {"audio": 270, "image": 1090, "text": 384}          # the embedded data's features
+    rng = np.random.default_rng(0)
+    n = 6
+    split = FeatureSplit(ids=np.array([f"i{j}" for j in range(n)]), captions=np.array([f"c{j}" for j in range(n)]),
+                         features={m: rng.normal(size=(n, d)).astype(np.float32) for m, d in dims.items()},
+                         present={m: np.ones(n, bool) for m in dims})
+    for path in runs.values():
+        run = Run(path)
+        enc = run.encode(split)
+        for m in dims:
+            loc, kappa = enc[m]
+            assert loc.shape == (n, run.config.dim) and torch.allclose(loc.norm(dim=1), torch.ones(n), atol=1e-5)
+            assert torch.isfinite(kappa).all() and (kappa >= run.config.kappa_floor).all()
+            assert (kappa <= run.config.kappa_max).all()
+    session = RetrievalSession(split, runs)
+    ranking = session.rank({"audio": "i0", "image": "i0"}, "text", "kl", run="Proposed", k=3)
+    assert len(ranking.rows) == 3 and ranking.gallery_size == n

@@ -94,8 +94,12 @@ def test_pip_install_outside_the_checkout_runs_the_smoke_pipeline(tiny, tmp_path
     (wheel,) = wheels.glob("mmkit-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         shipped = {n for n in zf.namelist() if n.startswith("mmkit/notebooks/")}
+        demo = {n for n in zf.namelist() if n.startswith("mmkit/app/demo_runs/")}
     expected = {f"mmkit/notebooks/{p.name}" for p in (ROOT / "mmkit" / "notebooks").glob("*.ipynb")}
     assert len(expected) >= 7 and shipped == expected
+    # and the pretrained demo pair with its card (mmkit.app.demo), every file of it
+    folder = ROOT / "mmkit" / "app" / "demo_runs"
+    assert demo == {f"mmkit/app/demo_runs/{p.relative_to(folder).as_posix()}" for p in folder.rglob("*") if p.is_file()}
     # --ignore-installed: never consider (nor uninstall) the editable mmkit the .pth makes visible
     _run([python, "-m", "pip", "install", "--no-deps", "--ignore-installed", wheel], tmp_path, env)
     install_s = time.perf_counter() - started
@@ -107,6 +111,9 @@ def test_pip_install_outside_the_checkout_runs_the_smoke_pipeline(tiny, tmp_path
     module, notebooks, kernel = where.split()
     assert purelib in Path(module).parents and purelib in Path(notebooks).parents, where
     assert Path(kernel) == python or Path(kernel).parent == python.parent, where  # papermill's kernel: this venv
+    demo = _run([python, "-c", "from mmkit.app.demo import DEMO_RUNS, verify_demo_runs; verify_demo_runs(); "
+                               "print(DEMO_RUNS)"], empty, env).strip()       # installed, matching its card
+    assert purelib in Path(demo).parents, demo
 
     bundle = Path(tiny["data"]["train"].root)
     manifest_mtime = (bundle / "manifest.json").stat().st_mtime_ns

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from mmkit.app.browser import (KERNEL_NAME, LAB_DEFAULTS, LAB_DIR, LabSetupError, lab_command, register_kernel,
                                widgets_extension, working_copy)
+from mmkit.app.demo import demo_card, demo_runs
 from mmkit.app.notebook import notebook_path, run_notebook
 from mmkit.model.run import Run, encode_split
 from mmkit.pipeline.reproduce import results_dir, run_dir
@@ -153,22 +155,50 @@ def test_start_here_reuses_the_runs_of_make_reproduce(tiny, tmp_path):
     said = "".join(o.get("text", "") for o in _outputs(executed, index=2))
     assert "models: the runs of make reproduce" in said and str(run_dir(pipeline, "proposed", 1.0, 0)) in said
     assert not (tmp_path / "runs").exists()                                               # nothing trained
-    # the ranked captions are mmkit.retrieval's top-k for {audio, image} of the first complete item -> text
+    _shows_the_ranking_of(executed, trained, test, 4)
+
+
+def _shows_the_ranking_of(executed, runs: dict, test, k: int) -> None:
+    """The ranked captions are mmkit.retrieval's top-k for {audio, image} of the first complete item -> text,
+    each with its κ, and under each list the κ spread of the split per modality; then the app and the sphere."""
     first = next(r for r in range(len(test)) if all(test.present[m][r] for m in ("audio", "image", "text")))
     query = str(test.ids[first])
     shown = _outputs(executed, index=4)[0]["data"]["text/html"]
-    for name, run in trained.items():
+    rows = {str(i): r for r, i in enumerate(test.ids)}
+    for name, run in runs.items():
         enc = encode_split(Run(run).load_model(), test)
-        want = expected_top_ids(enc, test, {"audio": query, "image": query}, "text", "kl", 4)
-        block = shown.split(f"<b>{name}</b>")[1].split("</table>")[0]
-        captions = [c.split("</td>")[0] for c in block.split("<td>")[3::3]]
-        rows = {str(i): r for r, i in enumerate(test.ids)}
-        assert captions == [html.escape(str(test.captions[rows[i]])) for i in want], name
+        want = expected_top_ids(enc, test, {"audio": query, "image": query}, "text", "kl", k)
+        block, after = shown.split(f"<b>{name}</b>")[1].split("</table>", 1)
+        cells = [c.split("</td>")[0] for c in block.split("<td>")[1:]]
+        assert cells[2::4] == [html.escape(str(test.captions[rows[i]])) for i in want], name
+        assert cells[3::4] == [f"κ {float(enc['text'].concentration[rows[i]]):.3g}" for i in want], name
+        kappa = enc["text"].concentration[torch.from_numpy(test.present["text"].copy())].double()
+        low, high = torch.quantile(kappa, torch.tensor([0.05, 0.95], dtype=torch.float64)).tolist()
+        spread = f"text {low:.3g}–{high:.3g} (CV {float(kappa.std() / kappa.mean()):.0%})"
+        assert spread in after.split("</div>")[0], name
     assert "application/vnd.jupyter.widget-view+json" in _outputs(executed, index=3)[0]["data"]     # audio + score
     assert "application/vnd.jupyter.widget-view+json" in _outputs(executed, index=5)[0]["data"]     # the app
     images = [o for o in _outputs(executed, tag="sphere") if "image/png" in o.get("data", {})]
     assert len(images) == 1                                                               # the sphere figure
     assert "application/vnd.plotly.v1+json" in _outputs(executed, index=7)[0]["data"]          # interactive sphere
+
+
+def test_start_here_on_tiny_uses_the_shipped_pair_without_training(tiny, tmp_path):
+    """With `data` tiny and no runs of make reproduce, the notebook trains nothing: it answers with the
+    pretrained pair shipped with mmkit, says what it is (from its card) and ranks with it."""
+    out = run_notebook(notebook_path("00_start_here.ipynb"), tmp_path / "start.ipynb",
+                       {"data": "tiny", "reports": str(tmp_path / "reports"), "cache": str(tiny["cache"]),
+                        "train_dir": str(tmp_path / "quick"), "distance": "kl", "k": 3}, cwd=tmp_path, progress=False)
+    executed = nbformat.read(out, as_version=4)
+    errors = [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, errors[:1]
+    said = "".join(o.get("text", "") for o in _outputs(executed, index=2))
+    card = demo_card()
+    assert "models: the pretrained demo pair shipped with mmkit, trained on " \
+           f"{card['train_items']} items of {card['data']['bundle']}" in said
+    assert f"near-duplicate groups of {card['excluded']['bundle']}" in said and "CARD.md" in said
+    assert not (tmp_path / "quick").exists() and not (tmp_path / "runs").exists()        # nothing trained
+    _shows_the_ranking_of(executed, demo_runs(), tiny["data"]["test"], 3)
 
 
 def test_start_here_is_committed_thin_and_clean():
