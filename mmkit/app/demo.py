@@ -24,7 +24,7 @@ from pathlib import Path
 from mmkit.core.io import sha256_file
 
 __all__ = ["DEMO_RUNS", "DEMO_NAMES", "CARD_JSON", "CARD_MD", "SHIPPED_FILES", "demo_runs", "demo_card",
-           "demo_summary", "verify_demo_runs"]
+           "demo_summary", "demo_distance", "verify_demo_runs"]
 
 #: The folder of the shipped pair (package data).
 DEMO_RUNS = Path(__file__).resolve().with_name("demo_runs")
@@ -62,6 +62,12 @@ def demo_card(root: str | Path = DEMO_RUNS) -> dict:
         raise FileNotFoundError(f"{path}: missing; write it with: python -m mmkit demo-runs") from None
 
 
+def demo_distance(root: str | Path = DEMO_RUNS) -> str:
+    """The ranking distance the shipped pair is used with: the card's, chosen on validation by the
+    rule the card states (:func:`mmkit.pipeline.demo.choose_distance`)."""
+    return str(demo_card(root)["distance"]["chosen"])
+
+
 def verify_demo_runs(root: str | Path = DEMO_RUNS) -> dict[str, str]:
     """Check every shipped file against the SHA-256 the card records: ``{relative path: sha256}``.
 
@@ -90,4 +96,5 @@ def demo_summary(root: str | Path = DEMO_RUNS) -> str:
     return (f"the pretrained demo pair shipped with mmkit, trained on {card['train_items']} items of "
             f"{card['data']['bundle']}, without the items of the {card['excluded']['groups']} near-duplicate groups "
             f"of {card['excluded']['bundle']} (none of these tunes was seen in training)\n{runs}\n"
+            f"  ranked by {card['distance']['chosen']} (chosen on validation; the rule is in the card)\n"
             f"  card: {Path(root) / CARD_MD}")
