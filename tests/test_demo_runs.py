@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from mmkit.app.demo import (CARD_JSON, CARD_MD, DEMO_NAMES, DEMO_RUNS, SHIPPED_FILES, demo_card, demo_runs,
-                            demo_summary, verify_demo_runs)
+from mmkit.analysis.evaluate import evaluate_run
+from mmkit.app.demo import (CARD_JSON, CARD_MD, DEMO_NAMES, DEMO_RUNS, SHIPPED_FILES, demo_card, demo_distance,
+                            demo_runs, demo_summary, verify_demo_runs)
 from mmkit.app.widgets import RetrievalSession
 from mmkit.data.bundle import FeatureSplit, load_bundle, make_synthetic_bundle, save_bundle
 from mmkit.model.run import Run, data_fingerprint
-from mmkit.pipeline.demo import excluded_groups, without_groups
+from mmkit.pipeline.demo import DEMO_DISTANCES, DISTANCE_MARGIN, DISTANCE_RULE, excluded_groups, without_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "val", "test")
@@ -97,6 +98,19 @@ def test_demo_runs_command_trains_ships_only_inference_files_and_writes_a_matchi
         state = torch.load(out / folder / "best.pt", weights_only=True)
         assert set(state) == {"model", "epoch"}                                            # no optimiser state
         assert set(card["runs"][name]["val_kappa"]) == {"audio", "image", "text"}
+    # the ranking distance: the declared rule applied to the validation means it records, and one
+    # of those means recomputed independently (evaluate_run on the kept validation rows)
+    distance = card["distance"]
+    means = distance["val_mean_mrr"]
+    assert set(means) == set(DEMO_DISTANCES) and distance["rule"] == DISTANCE_RULE
+    best = max(means, key=means.get)
+    assert distance["chosen"] == (best if means[best] > means["ssw"] + DISTANCE_MARGIN else "ssw")
+    val = _rows(full["val"], keep["val"])
+    cosine = [np.mean([t["MRR"] for t in evaluate_run(out / folder, split="val", distance="cosine", data={"val": val},
+                                                      store=False)["tasks"].values()])
+              for folder, _, _ in DEMO_NAMES.values()]
+    assert means["cosine"] == pytest.approx(np.mean(cosine), abs=1e-6)
+    assert demo_distance(out) == distance["chosen"]
     assert sorted(p.name for p in out.iterdir()) == sorted([CARD_JSON, CARD_MD, *(f for f, _, _ in DEMO_NAMES.values())])
     assert verify_demo_runs(out) == card["files"]
     (out / "baseline" / "best.pt").write_bytes((out / "baseline" / "best.pt").read_bytes() + b"\0")
