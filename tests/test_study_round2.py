@@ -293,3 +293,14 @@ def test_kappa_table_counts_runs_whose_median_kappa_sits_at_the_log_heads_bound(
     assert not any("debiased" in line for line in lines)
     with pytest.raises(ValueError, match="unknown experiment"):
         analysis.kappa_table(tmp_path, ["E99"])
+
+
+def test_the_pattern_names_what_the_variant_adds():
+    """Three gains, no harm, a mean above 0: "L_S helps" for an L_S variant, "PCME++ helps" for PCME++."""
+    tasks = list(analysis.TASKS)
+    for variant, expected in (("proposed", "L_S helps"), ("pcmepp", "PCME++ helps")):
+        rows = [{"family": "primary", "level": "clean", "method": variant, "task": t, "metric": "MRR",
+                 "verdict": "gain" if i < 3 else "inconclusive"} for i, t in enumerate(tasks)]
+        rows.append({"family": "primary", "level": "clean", "method": variant, "task": "mean9", "metric": "MRR",
+                     "verdict": "", "ci_low": 0.01, "ci_high": 0.03, "ci90_low": 0.012, "ci90_high": 0.028})
+        assert analysis.decision(rows, "clean", variant) == expected

@@ -432,7 +432,14 @@ def _row(experiment, level, variant, task, metric, distance, fit: _Fit, decided:
 
 def decision(rows: list[dict], level, variant: str, experiment: str | None = None) -> str:
     """The protocol's pattern for one (level, variant) from its nine primary verdicts and mean9
-    (``experiment`` picks one experiment's rows from a table holding several)."""
+    (``experiment`` picks one experiment's rows from a table holding several). The patterns name
+    what the variant adds to Baseline: "L_S helps" / "L_S hurts", or "PCME++ helps" / "PCME++ hurts"
+    for the PCME++ variant of the second round (a different method, not an added L_S)."""
+    pattern = _pattern(rows, level, variant, experiment)
+    return pattern.replace("L_S", "PCME++") if VARIANTS.get(variant, {}).get("method") == "pcmepp" else pattern
+
+
+def _pattern(rows: list[dict], level, variant: str, experiment: str | None) -> str:
     primary = [r for r in rows if r["family"] == "primary" and r["level"] == _key(level) and r["method"] == variant
                and (experiment is None or r["experiment"] == experiment)]
     verdicts = [r["verdict"] for r in primary if r["task"] not in MEAN_TASKS]
