@@ -322,8 +322,8 @@ def _demo_runs_parser(sub) -> None:
     d.add_argument("--exclude", default="tiny", help="preset or bundle directory whose near-duplicate groups are left "
                                                      "out of training and validation (default: tiny)")
     d.add_argument("--cache", default=None, help="dataset cache for the presets (default: $MMKIT_CACHE or .cache/mmkit)")
-    d.add_argument("--out", default=str(DEMO_RUNS), help=f"where the shipped pair and its card go (default: "
-                                                         f"{DEMO_RUNS}, the package's)")
+    d.add_argument("--out", default=str(DEMO_RUNS), help="where the shipped pair and its card go (default: the "
+                                                         "package's mmkit/app/demo_runs)")
     d.add_argument("--work", default="runs/demo-runs", help="full training runs with checkpoints, git-ignored; a "
                                                             "rerun resumes (default: runs/demo-runs)")
     d.add_argument("--settings", default=str(ROUND2_SETTINGS), help=f"the second round's settings, K* read from it "
