@@ -307,7 +307,6 @@ def _search_kappa_parser(sub) -> None:
 
 
 def _demo_runs_parser(sub) -> None:
-    from mmkit.app.demo import DEMO_RUNS
     from mmkit.pipeline.study import FIXED_ROUND2, ROUND2_SETTINGS
 
     d = _command(sub, "demo-runs", "train the pretrained Proposed / Baseline pair that 00_start_here uses on tiny "
@@ -322,8 +321,8 @@ def _demo_runs_parser(sub) -> None:
     d.add_argument("--exclude", default="tiny", help="preset or bundle directory whose near-duplicate groups are left "
                                                      "out of training and validation (default: tiny)")
     d.add_argument("--cache", default=None, help="dataset cache for the presets (default: $MMKIT_CACHE or .cache/mmkit)")
-    d.add_argument("--out", default=str(DEMO_RUNS), help="where the shipped pair and its card go (default: the "
-                                                         "package's mmkit/app/demo_runs)")
+    d.add_argument("--out", default=None, help="where the shipped pair and its card go (default: the package's "
+                                               "mmkit/app/demo_runs)")
     d.add_argument("--work", default="runs/demo-runs", help="full training runs with checkpoints, git-ignored; a "
                                                             "rerun resumes (default: runs/demo-runs)")
     d.add_argument("--settings", default=str(ROUND2_SETTINGS), help=f"the second round's settings, K* read from it "
@@ -337,6 +336,7 @@ def _demo_runs_parser(sub) -> None:
 def _demo_runs(args) -> int:
     import shlex
 
+    from mmkit.app.demo import DEMO_RUNS
     from mmkit.data import resolve_data
     from mmkit.pipeline.demo import card_markdown, train_demo_pair
 
@@ -344,10 +344,11 @@ def _demo_runs(args) -> int:
                          + (["--cache", args.cache] if args.cache else []) + ["--epochs", str(args.epochs)])
     data = resolve_data(args.data, cache_dir=args.cache, progress=not args.no_progress)
     exclude = resolve_data(args.exclude, cache_dir=args.cache, progress=not args.no_progress)
-    card = train_demo_pair(data, exclude, out=args.out, work=args.work, settings=args.settings, epochs=args.epochs,
+    out = args.out or DEMO_RUNS
+    card = train_demo_pair(data, exclude, out=out, work=args.work, settings=args.settings, epochs=args.epochs,
                            command=command, progress=not args.no_progress)
     print(card_markdown(card), end="")
-    print(f"written to {args.out}")
+    print(f"written to {out}")
     return 0
 
 
