@@ -168,7 +168,7 @@ def _assemble(preset, cache, metas, spec, seed, n_views, progress) -> dict:
         (root / "media" / f"{d.name}.{ext}").is_file() for _, d, _ in metas for ext in ("wav", "png"))
     if not reused:
         _write(root, name, metas, assigned, key, n_views, progress)
-    severity = {m: [f[m][k]["severity"] for _, _, meta in metas for f in [meta["factors"]] for k in range(1, n_views)]
+    severity = {m: [meta["factors"][m][k]["severity"] for _, _, meta in metas for k in range(1, n_views)]
                 for m in MODS}
     return {"preset": preset, "bundle": str(root), "bundle_reused": reused, "items": len(metas),
             **{s: assigned.count(s) for s in ("train", "val", "test")}, "views": n_views,
