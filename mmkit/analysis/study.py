@@ -435,11 +435,7 @@ def decision(rows: list[dict], level, variant: str, experiment: str | None = Non
     (``experiment`` picks one experiment's rows from a table holding several). The patterns name
     what the variant adds to Baseline: "L_S helps" / "L_S hurts", or "PCME++ helps" / "PCME++ hurts"
     for the PCME++ variant of the second round (a different method, not an added L_S)."""
-    pattern = _pattern(rows, level, variant, experiment)
-    return pattern.replace("L_S", "PCME++") if VARIANTS.get(variant, {}).get("method") == "pcmepp" else pattern
-
-
-def _pattern(rows: list[dict], level, variant: str, experiment: str | None) -> str:
+    added = "PCME++" if VARIANTS.get(variant, {}).get("method") == "pcmepp" else "L_S"
     primary = [r for r in rows if r["family"] == "primary" and r["level"] == _key(level) and r["method"] == variant
                and (experiment is None or r["experiment"] == experiment)]
     verdicts = [r["verdict"] for r in primary if r["task"] not in MEAN_TASKS]
@@ -449,9 +445,9 @@ def _pattern(rows: list[dict], level, variant: str, experiment: str | None) -> s
     margin = MARGINS[nine["metric"]]
     gains, harms, equal = verdicts.count("gain"), verdicts.count("harm"), verdicts.count("equivalent")
     if gains >= 3 and not harms and nine["ci_low"] > 0:
-        return "L_S helps"
+        return f"{added} helps"
     if harms >= 3 and not gains and nine["ci_high"] < 0:
-        return "L_S hurts"
+        return f"{added} hurts"
     if equal >= 7 and not gains and not harms and -margin < nine["ci90_low"] and nine["ci90_high"] < margin:
         return "no practical difference"
     if gains and harms:
